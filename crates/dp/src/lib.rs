@@ -1,2 +1,31 @@
-//! The DP-SGD engine: Poisson sampling, per-example clipping, noise, DP optimizers, trainer.
-//! (Not built yet: see the issue on the DP-SGD engine.)
+//! The DP-SGD engine of dpselft: the model-independent pieces, each usable alone.
+//!
+//! Data flow of one logical batch (DESIGN.md, "3. DP fine-tuning"):
+//! [`sampler`] draws it by Poisson sampling and splits it into micro-batches → for each
+//! micro-batch the model's backward leaves [`GradRecord`]s, grouped per trainable parameter →
+//! [`clip_and_sum`] computes the
+//! per-example norms ([`norms`]), clips, and sums per parameter ([`clip`]) →
+//! [`ClippedSumAccumulator`] adds the micro-batches → [`DpOptimizer::step`] adds N(0, σ²C²)
+//! noise from a [`NoiseRng`] ([`noise`], [`rng`]), divides by the expected batch size and updates
+//! the parameters ([`optim`]).
+
+#![deny(missing_docs)]
+
+pub mod clip;
+pub mod error;
+pub mod noise;
+pub mod norms;
+pub mod optim;
+pub mod rng;
+pub mod sampler;
+
+pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_example_norms};
+pub use error::{DpError, Result};
+pub use noise::{add_gaussian_noise, fill_gaussian_f32, fill_gaussian_f64, gaussian_like};
+pub use norms::{GradRecord, NormMethod, Padding};
+pub use optim::{
+    DpOptimizer, DpOptimizerConfig, LrSchedule, OptimizerCheckpoint, OptimizerKind, OptimizerMeta,
+    StepInfo,
+};
+pub use rng::{NoiseRng, NoiseRngState, SeedSource};
+pub use sampler::{PoissonSampler, split_by_tokens};

@@ -1,10 +1,123 @@
-//! PLACEHOLDER: being written in this session.
+//! `dpselft data build <task> [--out DIR]`: builds a benchmark task's train/test JSONL files from
+//! the fetched corpora and prints the counts per label and split.
 
-/// Arguments.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+use dpselft_data::{Task, format_counts_table};
+
+/// Environment variable naming the assets folder (default `./assets`).
+const ASSETS_ENV: &str = "DPSELFT_ASSETS";
+
+/// Arguments of `dpselft data`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: DataCommand,
+}
 
-/// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Build a benchmark task's train and test files from the fetched corpora.
+    ///
+    /// Writes DIR/train.jsonl and DIR/test.jsonl (one {"text", "label"} object per line, the label
+    /// as its name) and prints the number of examples per label and split.
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The task (BENCHMARKS.md).
+    #[arg(value_enum)]
+    task: TaskArg,
+    /// Output folder [default: data/<task>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The assets folder holding the fetched corpora [default: $DPSELFT_ASSETS, else ./assets].
+    #[arg(long, value_name = "DIR")]
+    assets: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TaskArg {
+    /// 15-way genre classification of Brown corpus passages.
+    BrownGenre,
+    /// Spam/ham classification of the SpamAssassin messages.
+    Spam,
+}
+
+impl From<TaskArg> for Task {
+    fn from(t: TaskArg) -> Task {
+        match t {
+            TaskArg::BrownGenre => Task::BrownGenre,
+            TaskArg::Spam => Task::Spam,
+        }
+    }
+}
+
+/// The assets folder: `--assets`, else `$DPSELFT_ASSETS`, else `./assets`.
+fn assets_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os(ASSETS_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("assets"))
+}
+
+/// Runs `dpselft data`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        DataCommand::Build(args) => build(args),
+    }
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let task = Task::from(args.task);
+    let assets = assets_dir(args.assets);
+    let corpus = task.corpus_dir(&assets);
+    if !corpus.is_dir() {
+        anyhow::bail!(
+            "the {} corpus is not at {} (assets folder {}): run `dpselft fetch-assets` first, \
+             or point --assets / {ASSETS_ENV} at the assets folder",
+            task.corpus_dir_name(),
+            corpus.display(),
+            assets.display()
+        );
+    }
+    let out = args
+        .out
+        .unwrap_or_else(|| Path::new("data").join(task.name()));
+    if out.exists() && !out.is_dir() {
+        return Err(crate::commands::UsageError(format!(
+            "--out {}: exists and is not a folder",
+            out.display()
+        ))
+        .into());
+    }
+    let built = task
+        .build(&assets)
+        .with_context(|| format!("building {task} from {}", corpus.display()))?;
+    let (train, test) = built.splits.write(&out)?;
+    println!(
+        "{task}: wrote {} ({} examples) and {} ({} examples)",
+        train.display(),
+        built.splits.train.len(),
+        test.display(),
+        built.splits.test.len()
+    );
+    println!();
+    print!("{}", format_counts_table(&built.splits.counts()));
+    if let Some(s) = built.spam_stats {
+        println!();
+        println!(
+            "{} messages; {} files not valid UTF-8 as a whole (parts decoded in their declared \
+             charsets); {} messages had {} bytes invalid in their charset, replaced by U+FFFD; \
+             {} texts cut at {} characters",
+            s.messages,
+            s.non_utf8_files,
+            s.lenient_messages,
+            s.replaced_bytes,
+            s.truncated_messages,
+            dpselft_data::spam::MAX_TEXT_CHARS
+        );
+    }
+    Ok(())
 }

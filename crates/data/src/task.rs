@@ -1,0 +1,184 @@
+//! The benchmark tasks of BENCHMARKS.md and their train/test splits.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::{DataError, Dataset, SpamStats, write_jsonl};
+
+/// A benchmark task built from a fetched corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// 15-way genre classification of Brown corpus passages.
+    BrownGenre,
+    /// Spam/ham classification of the SpamAssassin messages.
+    Spam,
+}
+
+impl Task {
+    /// Every task.
+    pub const ALL: [Task; 2] = [Task::BrownGenre, Task::Spam];
+
+    /// The task's name on the command line and in reports: `brown-genre`, `spam`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::BrownGenre => "brown-genre",
+            Task::Spam => "spam",
+        }
+    }
+
+    /// The corpus folder's name inside the assets folder: `brown`, `spamassassin`.
+    pub fn corpus_dir_name(self) -> &'static str {
+        match self {
+            Task::BrownGenre => "brown",
+            Task::Spam => "spamassassin",
+        }
+    }
+
+    /// The corpus folder inside an assets folder.
+    pub fn corpus_dir(self, assets_dir: &Path) -> PathBuf {
+        assets_dir.join(self.corpus_dir_name())
+    }
+
+    /// Builds the task from the assets folder (the one holding `brown/` and `spamassassin/`).
+    pub fn build(self, assets_dir: &Path) -> Result<BuiltTask, DataError> {
+        let dir = self.corpus_dir(assets_dir);
+        Ok(match self {
+            Task::BrownGenre => BuiltTask {
+                task: self,
+                splits: crate::build_brown_genre(&dir)?,
+                spam_stats: None,
+            },
+            Task::Spam => {
+                let built = crate::build_spam(&dir)?;
+                BuiltTask {
+                    task: self,
+                    splits: built.splits,
+                    spam_stats: Some(built.stats),
+                }
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Task {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown task \"{s}\" (tasks: brown-genre, spam)"))
+    }
+}
+
+/// A built task: its splits, and for spam the decoding statistics.
+#[derive(Debug, Clone)]
+pub struct BuiltTask {
+    /// Which task.
+    pub task: Task,
+    /// The train and test splits.
+    pub splits: TaskSplits,
+    /// How the spam messages were decoded (spam only).
+    pub spam_stats: Option<SpamStats>,
+}
+
+/// The train and test splits of a task; both have the same label list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSplits {
+    /// The training split.
+    pub train: Dataset,
+    /// The test split.
+    pub test: Dataset,
+}
+
+/// The number of examples of one label in each split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelCount {
+    /// The label's name.
+    pub label: String,
+    /// Examples in train.
+    pub train: usize,
+    /// Examples in test.
+    pub test: usize,
+}
+
+impl TaskSplits {
+    /// The label names (the same in both splits).
+    pub fn labels(&self) -> &[String] {
+        &self.train.labels
+    }
+
+    /// Examples per label and split, in label order.
+    pub fn counts(&self) -> Vec<LabelCount> {
+        let train = self.train.label_counts();
+        let test = self.test.label_counts();
+        self.labels()
+            .iter()
+            .enumerate()
+            .map(|(i, label)| LabelCount {
+                label: label.clone(),
+                train: train.get(i).copied().unwrap_or(0),
+                test: test.get(i).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Writes `dir/train.jsonl` and `dir/test.jsonl` (each atomically), creating `dir`.
+    /// Returns the two paths.
+    pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), DataError> {
+        std::fs::create_dir_all(dir).map_err(|source| DataError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let train = dir.join("train.jsonl");
+        let test = dir.join("test.jsonl");
+        write_jsonl(&train, &self.train)?;
+        write_jsonl(&test, &self.test)?;
+        Ok((train, test))
+    }
+}
+
+/// A plain-text table of counts per label and split, with a total row.
+pub fn format_counts_table(counts: &[LabelCount]) -> String {
+    let width = counts
+        .iter()
+        .map(|c| c.label.chars().count())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>7}  {:>7}  {:>7}",
+        "label", "train", "test", "total"
+    );
+    let (mut train, mut test) = (0, 0);
+    for c in counts {
+        train += c.train;
+        test += c.test;
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>7}  {:>7}  {:>7}",
+            c.label,
+            c.train,
+            c.test,
+            c.train + c.test
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>7}  {:>7}  {:>7}",
+        "total",
+        train,
+        test,
+        train + test
+    );
+    out
+}
