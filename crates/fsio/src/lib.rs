@@ -8,6 +8,7 @@ use std::path::Path;
 /// Writes `path` atomically: `write` fills a temporary file in the same folder (so the final
 /// rename stays on one file system), which is flushed, synced and renamed onto `path`. On any
 /// error the temporary file is removed and `path` is left as it was. The folder must exist.
+/// The folder is synced after the rename, so the new file survives a crash.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -32,6 +33,11 @@ pub fn write_atomic(
     }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    // Make the rename itself durable: a ledger must not come back older after a crash. Best
+    // effort, as not every platform can open a folder.
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
     Ok(())
 }
 
