@@ -29,6 +29,10 @@ enum Command {
     Data(commands::data::Args),
     /// Privacy accounting: ε for a given noise, or the noise for a target ε.
     Account(commands::account::Args),
+    /// Sample a continuation of a prompt from a causal LM.
+    Generate(commands::generate::Args),
+    /// Show what a model computes for one text (tokens, hidden states, logits or embedding).
+    Inspect(commands::inspect::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::FetchAssets(args) => commands::fetch_assets::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Account(args) => commands::account::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

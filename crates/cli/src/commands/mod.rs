@@ -3,6 +3,8 @@
 pub mod account;
 pub mod data;
 pub mod fetch_assets;
+pub mod generate;
+pub mod inspect;
 
 /// An invalid value on the command line: reported like clap's own errors, with exit code 2.
 #[derive(Debug)]
