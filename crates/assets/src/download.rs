@@ -42,9 +42,8 @@ impl Default for PackageClients {
 
 /// Whether an executable of this name is on PATH.
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 impl Downloader for PackageClients {
@@ -53,17 +52,26 @@ impl Downloader for PackageClients {
         let (words, hint): (Vec<String>, &'static str) = match spec.client {
             Client::Pip => {
                 let mut words = self.pip.clone();
-                words.extend(["download", "--no-deps", "--disable-pip-version-check", "-d"].map(String::from));
+                words.extend(
+                    ["download", "--no-deps", "--disable-pip-version-check", "-d"]
+                        .map(String::from),
+                );
                 words.push(dest_str);
                 words.push(spec.package.to_string());
-                (words, "Install Python 3 with pip (Debian: `apt-get install python3-pip`).")
+                (
+                    words,
+                    "Install Python 3 with pip (Debian: `apt-get install python3-pip`).",
+                )
             }
             Client::Npm => {
                 let mut words = vec![self.npm.clone()];
                 words.extend(["pack", "--silent", "--pack-destination"].map(String::from));
                 words.push(dest_str);
                 words.push(spec.package.to_string());
-                (words, "Install Node.js with npm (Debian: `apt-get install npm`).")
+                (
+                    words,
+                    "Install Node.js with npm (Debian: `apt-get install npm`).",
+                )
             }
         };
         run_client(spec, &words, hint)?;

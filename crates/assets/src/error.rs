@@ -6,9 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The package client (pip or npm) is not installed.
-    #[error(
-        "`{client}` was not found on PATH; it is needed to download {package}. {hint}"
-    )]
+    #[error("`{client}` was not found on PATH; it is needed to download {package}. {hint}")]
     ClientMissing {
         /// The client that is missing.
         client: String,

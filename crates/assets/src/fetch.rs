@@ -81,13 +81,19 @@ pub fn state(root: &Path, spec: &AssetSpec) -> AssetState {
         Err(why) => return AssetState::Invalid(why),
     };
     if marker.sha256 != spec.sha256 || marker.package != spec.package {
-        return AssetState::Invalid(format!("holds {} instead of {}", marker.package, spec.package));
+        return AssetState::Invalid(format!(
+            "holds {} instead of {}",
+            marker.package, spec.package
+        ));
     }
     for (file, size) in &marker.files {
         match fs::metadata(dir.join(file)) {
             Ok(meta) if meta.len() == *size => {}
             Ok(meta) => {
-                return AssetState::Invalid(format!("{file} has {} bytes, expected {size}", meta.len()));
+                return AssetState::Invalid(format!(
+                    "{file} has {} bytes, expected {size}",
+                    meta.len()
+                ));
             }
             Err(_) => return AssetState::Invalid(format!("{file} is missing")),
         }
@@ -159,13 +165,19 @@ pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buffer).map_err(|e| FetchError::io(path, e))?;
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| FetchError::io(path, e))?;
         if n == 0 {
             break;
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Records every file of the unpacked folder with its size.

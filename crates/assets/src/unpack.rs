@@ -32,7 +32,10 @@ fn kept_path(spec: &AssetSpec, archive: &Path, entry: &str) -> Result<Option<Pat
     if rest.is_empty() || rest.ends_with('/') {
         return Ok(None); // a directory entry: folders are made as files need them
     }
-    if spec.keep_suffix.is_some_and(|suffix| !rest.ends_with(suffix)) {
+    if spec
+        .keep_suffix
+        .is_some_and(|suffix| !rest.ends_with(suffix))
+    {
         return Ok(None);
     }
     let relative = PathBuf::from(rest);
@@ -72,7 +75,10 @@ fn unpack_zip(spec: &AssetSpec, archive: &Path, dest: &Path) -> Result<Vec<PathB
     let mut written = Vec::new();
     for index in 0..zip.len() {
         let mut entry = zip.by_index(index).map_err(|e| archive_error(archive, e))?;
-        let name = entry.name().map_err(|e| archive_error(archive, e))?.into_owned();
+        let name = entry
+            .name()
+            .map_err(|e| archive_error(archive, e))?
+            .into_owned();
         if let Some(relative) = kept_path(spec, archive, &name)? {
             write_entry(dest, &relative, &mut entry)?;
             written.push(relative);

