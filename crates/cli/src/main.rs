@@ -33,6 +33,10 @@ enum Command {
     Generate(commands::generate::Args),
     /// Show what a model computes for one text (tokens, hidden states, logits or embedding).
     Inspect(commands::inspect::Args),
+    /// Fine-tune a model with differential privacy (DP-SGD), or a non-private baseline.
+    Train(Box<commands::train::Args>),
+    /// Accuracy and macro-F1, or perplexity, of a model on a held-out data set.
+    Eval(commands::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
         Command::Account(args) => commands::account::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Train(args) => commands::train::run(*args),
+        Command::Eval(args) => commands::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,6 +46,23 @@ pub enum DpError {
     /// An error from the tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// An error from the model (loading, forward pass, trainable spec, saving).
+    #[error(transparent)]
+    Model(#[from] dpselft_model::ModelError),
+    /// An error from the privacy accountant or the ledger.
+    #[error(transparent)]
+    Privacy(#[from] dpselft_privacy::PrivacyError),
+    /// A file of a run (metrics, checkpoint, configuration) could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A training configuration or data set that cannot be trained as asked.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Result alias for this crate.
@@ -72,5 +89,12 @@ pub(crate) fn shape_err(
         what: what.into(),
         expected: expected.into(),
         got: got.to_string(),
+    }
+}
+
+pub(crate) fn io_err(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> DpError {
+    DpError::Io {
+        path: path.into(),
+        source,
     }
 }

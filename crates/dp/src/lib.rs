@@ -8,19 +8,30 @@
 //! [`ClippedSumAccumulator`] adds the micro-batches → [`DpOptimizer::step`] adds N(0, σ²C²)
 //! noise from a [`NoiseRng`] ([`noise`], [`rng`]), divides by the expected batch size and updates
 //! the parameters ([`optim`]).
+//!
+//! The model side: [`bridge`] turns the model's records into [`GradRecord`] groups per trainable
+//! parameter; [`task`] tokenizes data and scores examples; [`trainer`] runs a whole DP training
+//! run (calibration, sampling, steps, ledger, metrics, evaluation [`eval`], [`checkpoint`]s).
 
 #![deny(missing_docs)]
 
+pub mod bridge;
+pub mod checkpoint;
 pub mod clip;
 pub mod error;
+pub mod eval;
 pub mod noise;
 pub mod norms;
 pub mod optim;
 pub mod rng;
 pub mod sampler;
+pub mod task;
+pub mod trainer;
 
+pub use bridge::{ParamGroups, TrainableParams, clip_groups, group_records};
 pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_example_norms};
 pub use error::{DpError, Result};
+pub use eval::{EvalMetrics, evaluate};
 pub use noise::{add_gaussian_noise, fill_gaussian_f32, fill_gaussian_f64, gaussian_like};
 pub use norms::{GradRecord, NormMethod, Padding};
 pub use optim::{
@@ -29,3 +40,8 @@ pub use optim::{
 };
 pub use rng::{NoiseRng, NoiseRngState, SeedSource};
 pub use sampler::{PoissonSampler, split_by_tokens};
+pub use task::{EncodedSet, Task, per_example_loss};
+pub use trainer::{
+    DpTrainer, Duration, Observer, PrivacyTarget, Start, StepMetrics, TrainConfig, TrainPlan,
+    TrainSummary,
+};

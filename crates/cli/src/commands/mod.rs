@@ -2,9 +2,11 @@
 
 pub mod account;
 pub mod data;
+pub mod eval;
 pub mod fetch_assets;
 pub mod generate;
 pub mod inspect;
+pub mod train;
 
 /// An invalid value on the command line: reported like clap's own errors, with exit code 2.
 #[derive(Debug)]

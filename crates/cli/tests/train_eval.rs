@@ -1,0 +1,217 @@
+//! `dpselft train` and `dpselft eval` end to end on a tiny random BERT saved in the Hugging Face
+//! layout with a word-level tokenizer: the output folder, the JSON summary, the ledger, and
+//! that `eval` of the saved model reproduces the run's final evaluation.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device};
+use dpselft_model::{BertConfig, Model, ModelConfig};
+
+const WORDS: [&str; 12] = [
+    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
+];
+
+fn dpselft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dpselft"))
+        .args(args)
+        .output()
+        .expect("run dpselft")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+/// A tiny random BERT with a word-level tokenizer, saved under `dir`.
+fn tiny_model(dir: &Path) {
+    let cfg = ModelConfig::Bert(BertConfig {
+        architectures: vec!["BertModel".into()],
+        model_type: "bert".into(),
+        vocab_size: 16,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 24,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: 16,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: 0.0,
+        id2label: None,
+    });
+    let m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
+    dpselft_model::save::save_hf(&m, dir).unwrap();
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[PAD]".into(), 0.into());
+    vocab.insert("[UNK]".into(), 1.into());
+    for (i, w) in WORDS.iter().enumerate() {
+        vocab.insert((*w).into(), (i + 2).into());
+    }
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+}
+
+/// Colours vs animals, as JSONL.
+fn data(path: &Path, n: usize, seed: usize) {
+    let mut lines = String::new();
+    for i in 0..n {
+        let label = i % 2;
+        let len = 2 + (i * 7 + seed) % 4;
+        let words: Vec<&str> = (0..len)
+            .map(|k| WORDS[label * 6 + (i * 5 + k * 3 + seed) % 6])
+            .collect();
+        let name = if label == 0 { "colour" } else { "animal" };
+        lines += &format!(
+            "{}\n",
+            serde_json::json!({"text": words.join(" "), "label": name})
+        );
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+#[test]
+fn train_then_eval_a_tiny_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let (train, test) = (
+        tmp.path().join("train.jsonl"),
+        tmp.path().join("test.jsonl"),
+    );
+    data(&train, 200, 0);
+    data(&test, 60, 1);
+    let out = tmp.path().join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let summary = json(&dpselft(&[
+        "train",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&train),
+        "--eval-data",
+        &s(&test),
+        "--epsilon",
+        "8",
+        "--trainable",
+        "head,last:1",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "40",
+        "--lr",
+        "0.02",
+        "--seed",
+        "1",
+        "--max-seq-len",
+        "16",
+        "--out",
+        &s(&out),
+        "--json",
+    ]));
+    let eps = summary["epsilon"].as_f64().unwrap();
+    assert!(eps <= 8.0 && eps > 7.0, "ε = {eps}");
+    assert_eq!(summary["completed"], true);
+    assert_eq!(summary["plan"]["seeded"], true);
+    let acc = summary["eval"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "accuracy {acc} (chance: 0.5)");
+    for f in [
+        "config.json",
+        "ledger.json",
+        "metrics.jsonl",
+        "summary.json",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let evaluated = json(&dpselft(&[
+        "eval",
+        "--model",
+        &s(&out),
+        "--data",
+        &s(&test),
+        "--max-seq-len",
+        "16",
+        "--json",
+    ]));
+    assert_eq!(evaluated["task"], "classify");
+    let again = evaluated["accuracy"].as_f64().unwrap();
+    assert!((again - acc).abs() < 1e-9, "eval {again} vs train's {acc}");
+
+    // A second fresh run into the same folder is refused (exit code 2), --resume is needed.
+    let refused = dpselft(&[
+        "train",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&train),
+        "--epsilon",
+        "8",
+        "--out",
+        &s(&out),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+}
+
+#[test]
+fn non_private_run_reports_infinite_epsilon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let train = tmp.path().join("train.jsonl");
+    data(&train, 40, 0);
+    let out = tmp.path().join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let summary = json(&dpselft(&[
+        "train",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&train),
+        "--non-private",
+        "--steps",
+        "2",
+        "--batch-size",
+        "10",
+        "--out",
+        &s(&out),
+        "--json",
+    ]));
+    assert!(summary["epsilon"].is_null(), "{summary}");
+    assert_eq!(summary["plan"]["privacy"]["mode"], "non_private");
+    assert!(!out.join("ledger.json").exists());
+}
+
+#[test]
+fn invalid_settings_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = dpselft(&[
+        "train",
+        "--model",
+        &s(tmp.path()),
+        "--data",
+        "x.jsonl",
+        "--epsilon",
+        "-1",
+        "--out",
+        &s(&tmp.path().join("run")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ε = -1"));
+}

@@ -1,0 +1,133 @@
+//! Evaluation on a held-out set: accuracy and macro-F1 for classification, perplexity for
+//! language modelling. Evaluating on public or held-out data is post-processing of the released
+//! model and costs no privacy; evaluating on the *training* data would be a new, unaccounted
+//! release.
+
+use candle_core::{D, DType};
+use dpselft_model::{Ctx, Head, Model};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DpError, Result};
+use crate::sampler::split_by_tokens;
+use crate::task::{EncodedSet, per_example_loss, to_f64s};
+
+/// What an evaluation measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Examples evaluated.
+    pub examples: usize,
+    /// Mean per-example loss.
+    pub loss: f64,
+    /// Fraction of correct predictions (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Unweighted mean of the per-class F1 over the classes present in the gold labels or the
+    /// predictions (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
+    /// exp(total next-token cross-entropy / predicted tokens) (language modelling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
+}
+
+/// Evaluates `model` on `set` (no gradient, no dropout), in batches of at most `max_tokens`
+/// padded tokens.
+pub fn evaluate(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<EvalMetrics> {
+    if set.is_empty() {
+        return Err(DpError::Config("the evaluation set is empty".into()));
+    }
+    let all: Vec<usize> = (0..set.len()).collect();
+    let mut loss_sum = 0.0;
+    let mut nll_tokens = 0.0;
+    let mut tokens = 0usize;
+    let mut gold = Vec::new();
+    let mut pred = Vec::new();
+    for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
+        let (batch, labels) = set.batch(model, &mb)?;
+        let out = model.forward_train(&batch, Ctx::plain())?.detach();
+        let losses = to_f64s(&per_example_loss(model, &out, &batch, labels.as_ref())?)?;
+        loss_sum += losses.iter().sum::<f64>();
+        match &model.head {
+            Head::Classifier { .. } => {
+                let p: Vec<u32> = out.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()?;
+                pred.extend(p);
+                if let Some(l) = &labels {
+                    gold.extend(l.to_vec1::<u32>()?);
+                }
+            }
+            _ => {
+                // The LM loss is a mean over the L−1 predicted positions of each example.
+                for (&i, l) in mb.iter().zip(&losses) {
+                    let predicted = set.lengths[i].saturating_sub(1);
+                    nll_tokens += l * predicted as f64;
+                    tokens += predicted;
+                }
+            }
+        }
+    }
+    let n = set.len();
+    let mut m = EvalMetrics {
+        examples: n,
+        loss: loss_sum / n as f64,
+        accuracy: None,
+        macro_f1: None,
+        perplexity: None,
+    };
+    if matches!(model.head, Head::Classifier { .. }) {
+        m.accuracy = Some(accuracy(&gold, &pred));
+        m.macro_f1 = Some(macro_f1(&gold, &pred));
+    } else if tokens > 0 {
+        m.perplexity = Some((nll_tokens / tokens as f64).exp());
+    }
+    Ok(m)
+}
+
+/// Fraction of positions where `pred` equals `gold` (0 for empty input).
+pub fn accuracy(gold: &[u32], pred: &[u32]) -> f64 {
+    if gold.is_empty() {
+        return 0.0;
+    }
+    let hits = gold.iter().zip(pred).filter(|(g, p)| g == p).count();
+    hits as f64 / gold.len() as f64
+}
+
+/// Macro-F1: the unweighted mean of F1 = 2·tp/(2·tp + fp + fn) over every class that occurs in
+/// `gold` or `pred` (the scikit-learn convention).
+pub fn macro_f1(gold: &[u32], pred: &[u32]) -> f64 {
+    let classes: std::collections::BTreeSet<u32> = gold.iter().chain(pred).copied().collect();
+    if classes.is_empty() {
+        return 0.0;
+    }
+    let f1s = classes.iter().map(|&c| {
+        let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+        for (&g, &p) in gold.iter().zip(pred) {
+            match (g == c, p == c) {
+                (true, true) => tp += 1,
+                (false, true) => fp += 1,
+                (true, false) => fn_ += 1,
+                _ => {}
+            }
+        }
+        let denom = 2 * tp + fp + fn_;
+        if denom == 0 {
+            0.0
+        } else {
+            2.0 * tp as f64 / denom as f64
+        }
+    });
+    f1s.sum::<f64>() / classes.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_hand_computation() {
+        let gold = [0, 0, 1, 1, 2];
+        let pred = [0, 1, 1, 1, 0];
+        assert!((accuracy(&gold, &pred) - 0.6).abs() < 1e-12);
+        // class 0: tp 1, fp 1, fn 1 → 0.5; class 1: tp 2, fp 1 → 0.8; class 2: fn 1 → 0.
+        assert!((macro_f1(&gold, &pred) - (0.5 + 0.8 + 0.0) / 3.0).abs() < 1e-12);
+    }
+}

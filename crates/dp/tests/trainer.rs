@@ -1,0 +1,314 @@
+//! End-to-end runs of the trainer on a tiny random BERT with a word-level tokenizer:
+//! DP training learns an easy task within its budget; the non-private step is plain gradient
+//! descent on the summed loss; an interrupted and resumed run ends where an uninterrupted one
+//! does, with the same ledger.
+
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+use dpselft_data::{Dataset, Example};
+use dpselft_dp::{
+    DpTrainer, Duration, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig, TrainableParams,
+    per_example_loss,
+};
+use dpselft_model::trainable::{self, TrainableSpec};
+use dpselft_model::{Batch, BertConfig, Ctx, Model, ModelConfig, Pooling};
+use dpselft_privacy::PrivacyLedger;
+
+const WORDS: [&str; 12] = [
+    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
+];
+
+/// A word-level tokenizer over `WORDS` (ids 2..14; 0 = padding, 1 = unknown).
+fn tokenizer() -> tokenizers::Tokenizer {
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[PAD]".into(), 0.into());
+    vocab.insert("[UNK]".into(), 1.into());
+    for (i, w) in WORDS.iter().enumerate() {
+        vocab.insert((*w).into(), (i + 2).into());
+    }
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    tokenizers::Tokenizer::from_str(&json.to_string()).unwrap()
+}
+
+fn tiny_bert() -> Model {
+    let cfg = ModelConfig::Bert(BertConfig {
+        architectures: vec!["BertModel".into()],
+        model_type: "bert".into(),
+        vocab_size: 16,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 24,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: 16,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: 0.0,
+        id2label: None,
+    });
+    let mut m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
+    m.tokenizer = Some(tokenizer());
+    m
+}
+
+/// An easy task: colours (label 0) or animals (label 1), 2–6 words each.
+fn dataset(n: usize, seed: u64) -> Dataset {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = |m: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m
+    };
+    let examples = (0..n)
+        .map(|i| {
+            let label = i % 2;
+            let len = 2 + next(5);
+            let words: Vec<&str> = (0..len).map(|_| WORDS[label * 6 + next(6)]).collect();
+            Example {
+                text: words.join(" "),
+                label: Some(label),
+            }
+        })
+        .collect();
+    Dataset {
+        examples,
+        labels: vec!["colour".into(), "animal".into()],
+    }
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        task: Task::Classify,
+        trainable: "head,last:1".into(),
+        duration: Duration::Epochs(6.0),
+        batch_size: 40,
+        clip: 1.0,
+        automatic_clip_gamma: None,
+        lr: 0.02,
+        optimizer: OptimizerKind::default(),
+        warmup_steps: 0,
+        privacy: PrivacyTarget::Private {
+            epsilon: 8.0,
+            delta: 1e-5,
+        },
+        max_tokens: 64,
+        max_seq_len: 16,
+        eval_every: Some(10),
+        log_every: 5,
+        checkpoint_every: None,
+        seed: Some(7),
+        init_seed: 3,
+    }
+}
+
+#[test]
+fn dp_training_learns_an_easy_task_within_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dataset(400, 1);
+    let test = dataset(100, 2);
+    let mut trainer = DpTrainer::new(
+        config(),
+        tiny_bert(),
+        &train,
+        Some(&test),
+        dir.path(),
+        Start::Fresh,
+    )
+    .unwrap();
+    let before = dpselft_dp::evaluate(
+        trainer.model(),
+        &dpselft_dp::EncodedSet::new(trainer.model(), &test, Task::Classify, 16).unwrap(),
+        64,
+    )
+    .unwrap();
+    let summary = trainer.run(&mut ()).unwrap();
+    let after = summary.eval.clone().unwrap();
+    assert!(summary.completed);
+    assert!(
+        after.loss < 0.8 * before.loss,
+        "eval loss {} → {}",
+        before.loss,
+        after.loss
+    );
+    assert!(
+        after.accuracy.unwrap() >= 0.9,
+        "accuracy {:?}",
+        after.accuracy
+    );
+    // The ledger: every step recorded, ε within the target.
+    let ledger = PrivacyLedger::open(dir.path().join("ledger.json")).unwrap();
+    let steps: u64 = ledger.entries().iter().map(|e| e.steps).sum();
+    assert_eq!(steps, summary.plan.total_steps);
+    let eps = ledger.spent().pld.epsilon.unwrap();
+    assert!(eps <= 8.0 && eps > 7.0, "ε = {eps}");
+    assert_eq!(summary.epsilon, Some(eps));
+    // Metrics lines for steps and evaluations; no checkpoint left behind (it holds the key).
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().any(|l| l.contains("\"kind\":\"eval\"")));
+    assert!(!dir.path().join("checkpoint").exists());
+}
+
+#[test]
+fn non_private_step_is_plain_gradient_descent_on_the_summed_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dataset(24, 3);
+    let lr = 0.1;
+    let cfg = TrainConfig {
+        privacy: PrivacyTarget::NonPrivate,
+        duration: Duration::Steps(1),
+        batch_size: 24, // q = 1: every example is in the batch
+        optimizer: OptimizerKind::Sgd {
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        lr,
+        max_tokens: 40, // several micro-batches
+        eval_every: None,
+        ..config()
+    };
+    // The reference: the same model, head and trainable set, one autograd backward of the
+    // summed loss over the whole (padded) batch.
+    let mut reference = tiny_bert();
+    reference
+        .set_classifier(train.labels.clone(), Pooling::Mean, cfg.init_seed)
+        .unwrap();
+    trainable::apply(
+        &mut reference,
+        &TrainableSpec::parse(&cfg.trainable).unwrap(),
+        cfg.init_seed,
+    )
+    .unwrap();
+    let ref_params = TrainableParams::of(&reference).unwrap();
+    let set = dpselft_dp::EncodedSet::new(&reference, &train, Task::Classify, 16).unwrap();
+    let all: Vec<usize> = (0..train.len()).collect();
+    let (batch, labels): (Batch, _) = set.batch(&reference, &all).unwrap();
+    let out = reference.forward_train(&batch, Ctx::plain()).unwrap();
+    let loss = per_example_loss(&reference, &out, &batch, labels.as_ref()).unwrap();
+    let grads = loss.sum_all().unwrap().backward().unwrap();
+
+    let mut trainer =
+        DpTrainer::new(cfg, tiny_bert(), &train, None, dir.path(), Start::Fresh).unwrap();
+    let summary = trainer.run(&mut ()).unwrap();
+    assert_eq!(summary.epsilon, None, "a non-private run reports ε = ∞");
+    assert!(!dir.path().join("ledger.json").exists());
+    let params = trainer.params();
+    assert_eq!(params.names, ref_params.names);
+    for (j, name) in params.names.iter().enumerate() {
+        let before = ref_params.vars[j].as_tensor();
+        let g = grads.get(before).unwrap();
+        let want = (before - (g * (lr / 24.0)).unwrap()).unwrap();
+        let got = params.vars[j].as_tensor();
+        let diff = max_abs(&(got - &want).unwrap());
+        assert!(diff <= 1e-6, "`{name}`: off by {diff}");
+    }
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let train = dataset(120, 4);
+    let cfg = TrainConfig {
+        duration: Duration::Steps(7),
+        checkpoint_every: Some(3),
+        eval_every: None,
+        ..config()
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let mut a = DpTrainer::new(
+        cfg.clone(),
+        tiny_bert(),
+        &train,
+        None,
+        whole.path(),
+        Start::Fresh,
+    )
+    .unwrap();
+    a.run(&mut ()).unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    let mut b = DpTrainer::new(
+        cfg.clone(),
+        tiny_bert(),
+        &train,
+        None,
+        split.path(),
+        Start::Fresh,
+    )
+    .unwrap();
+    b.stop_after(3);
+    let partial = b.run(&mut ()).unwrap();
+    assert!(!partial.completed);
+    drop(b); // the process "dies" here
+    let mut c =
+        DpTrainer::new(cfg, tiny_bert(), &train, None, split.path(), Start::Resume).unwrap();
+    assert_eq!(c.steps_done(), 3);
+    let summary = c.run(&mut ()).unwrap();
+    assert!(summary.completed);
+
+    for (j, name) in a.params().names.iter().enumerate() {
+        let diff =
+            max_abs(&(a.params().vars[j].as_tensor() - c.params().vars[j].as_tensor()).unwrap());
+        assert!(diff == 0.0, "`{name}` differs by {diff} after resuming");
+    }
+    let la = PrivacyLedger::open(whole.path().join("ledger.json")).unwrap();
+    let lc = PrivacyLedger::open(split.path().join("ledger.json")).unwrap();
+    assert_eq!(la.entries(), lc.entries());
+    assert_eq!(la.spent(), lc.spent());
+    let steps: Vec<u64> = la.entries().iter().map(|e| e.steps).collect();
+    assert_eq!(steps, vec![3, 3, 1]);
+}
+
+#[test]
+fn a_fresh_run_refuses_a_folder_that_holds_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dataset(40, 5);
+    let cfg = TrainConfig {
+        duration: Duration::Steps(1),
+        eval_every: None,
+        ..config()
+    };
+    DpTrainer::new(
+        cfg.clone(),
+        tiny_bert(),
+        &train,
+        None,
+        dir.path(),
+        Start::Fresh,
+    )
+    .unwrap()
+    .run(&mut ())
+    .unwrap();
+    let err = DpTrainer::new(cfg, tiny_bert(), &train, None, dir.path(), Start::Fresh)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("already holds a run"), "{err}");
+}
