@@ -31,21 +31,10 @@ fn json(out: &Output) -> serde_json::Value {
 /// A tiny random BERT with a word-level tokenizer, saved under `dir`.
 fn tiny_model(dir: &Path) {
     let cfg = ModelConfig::Bert(BertConfig {
-        architectures: vec!["BertModel".into()],
-        model_type: "bert".into(),
         vocab_size: 16,
         hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
         intermediate_size: 24,
-        hidden_act: "gelu".into(),
-        max_position_embeddings: 16,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        pad_token_id: 0,
-        hidden_dropout_prob: 0.0,
-        attention_probs_dropout_prob: 0.0,
-        id2label: None,
+        ..BertConfig::tiny()
     });
     let m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
     dpselft_model::save::save_hf(&m, dir).unwrap();

@@ -11,46 +11,11 @@ use dpselft_model::trainable::{self, TrainableSpec};
 use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling, Recorder};
 
 fn tiny_bert() -> ModelConfig {
-    ModelConfig::Bert(BertConfig {
-        architectures: vec!["BertModel".into()],
-        model_type: "bert".into(),
-        vocab_size: 23,
-        hidden_size: 8,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 12,
-        hidden_act: "gelu".into(),
-        max_position_embeddings: 16,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        pad_token_id: 0,
-        hidden_dropout_prob: 0.0,
-        attention_probs_dropout_prob: 0.0,
-        id2label: None,
-    })
+    ModelConfig::Bert(BertConfig::tiny())
 }
 
 fn tiny_llama(tied: bool) -> ModelConfig {
-    ModelConfig::Llama(LlamaConfig {
-        architectures: vec!["LlamaForCausalLM".into()],
-        model_type: "llama".into(),
-        vocab_size: 23,
-        hidden_size: 8,
-        intermediate_size: 12,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: Some(2),
-        head_dim: None,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10000.0,
-        max_position_embeddings: 32,
-        tie_word_embeddings: tied,
-        bos_token_id: Some(1),
-        eos_token_id: Some(2),
-        pad_token_id: Some(2),
-        hidden_act: "silu".into(),
-        id2label: None,
-    })
+    ModelConfig::Llama(LlamaConfig::tiny(tied))
 }
 
 /// Four examples of different lengths (so three are padded in the batch).

@@ -78,6 +78,28 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
+    /// A tiny BERT for tests and examples: vocabulary 23, 2 blocks of width 8 with 2 heads,
+    /// FFN 12, 16 positions, no dropout. Change fields with struct-update syntax.
+    pub fn tiny() -> Self {
+        BertConfig {
+            architectures: vec!["BertModel".into()],
+            model_type: "bert".into(),
+            vocab_size: 23,
+            hidden_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 12,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 16,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            id2label: None,
+        }
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
@@ -161,6 +183,32 @@ fn default_silu() -> String {
 }
 
 impl LlamaConfig {
+    /// A tiny Llama for tests and examples: vocabulary 23, 2 blocks of width 8 with grouped-query
+    /// attention (4 query / 2 key-value heads), FFN 12, 32 positions; `tied` ties the LM head to
+    /// the token embeddings.
+    pub fn tiny(tied: bool) -> Self {
+        LlamaConfig {
+            architectures: vec!["LlamaForCausalLM".into()],
+            model_type: "llama".into(),
+            vocab_size: 23,
+            hidden_size: 8,
+            intermediate_size: 12,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            head_dim: None,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            max_position_embeddings: 32,
+            tie_word_embeddings: tied,
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+            pad_token_id: Some(2),
+            hidden_act: "silu".into(),
+            id2label: None,
+        }
+    }
+
     /// Number of key/value heads.
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
