@@ -147,15 +147,6 @@ impl Model {
         }
     }
 
-    /// Resolves a `--model` argument: the asset ids `minilm` and `smollm2` name folders under
-    /// `assets_dir`; anything else is a path.
-    pub fn resolve_path(spec: &str, assets_dir: &Path) -> std::path::PathBuf {
-        match spec {
-            "minilm" | "smollm2" => assets_dir.join(spec),
-            _ => std::path::PathBuf::from(spec),
-        }
-    }
-
     /// Whether this is a decoder (causal) model.
     pub fn is_decoder(&self) -> bool {
         matches!(self.config, ModelConfig::Llama(_))

@@ -2,24 +2,11 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use dpselft_model::generate::{SampleParams, generate, generate_ids, inspect_encoder, inspect_lm};
 use dpselft_model::save::save_hf;
 use dpselft_model::tokenizer::encode;
 use dpselft_model::{Ctx, Model, Pooling};
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn smollm2_generates_and_batches_consistently() {
@@ -63,13 +50,7 @@ fn smollm2_generates_and_batches_consistently() {
     assert_eq!(json["next_token_top10"][0][0], serde_json::json!(7042));
     assert!(json["last_hidden_mean"].is_number());
     // The asset id resolves to the folder, and a folder holding one GGUF loads it.
-    let assets = common::smollm2_gguf()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let dir = Model::resolve_path("smollm2", &assets);
+    let dir = common::asset("smollm2");
     let m2 = Model::load(&dir, &Device::Cpu).unwrap();
     assert_eq!(inspect_lm(&m2, "The capital of France is").unwrap(), ins);
 }
@@ -105,6 +86,6 @@ fn minilm_classifier_save_load_round_trip() {
             Ctx::plain(),
         )
         .unwrap();
-    assert_eq!(max_abs(&before, &after), 0.0);
+    assert_eq!(common::max_abs(&before, &after), 0.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,23 +2,10 @@
 
 mod common;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, IndexOp};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert as ref_bert;
 use dpselft_model::{Ctx, Model};
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn minilm_matches_candle_transformers_and_embeds_sentences() {
@@ -49,7 +36,7 @@ fn minilm_matches_candle_transformers_and_embeds_sentences() {
     for (i, &len) in batch.lengths.iter().enumerate() {
         let a = ours.i((i, 0..len)).unwrap();
         let b = theirs.i((i, 0..len)).unwrap();
-        worst = worst.max(max_abs(&a, &b));
+        worst = worst.max(common::max_abs(&a, &b));
     }
     println!("MiniLM hidden states, max |ours - candle-transformers| = {worst:e}");
     assert!(worst <= 1e-4, "max abs diff {worst}");
@@ -59,7 +46,7 @@ fn minilm_matches_candle_transformers_and_embeds_sentences() {
     let alone = model
         .sentence_embeddings(&model.encode_batch(&texts[..1]).unwrap())
         .unwrap();
-    assert!(max_abs(&emb.i(0..1).unwrap(), &alone) < 1e-5);
+    assert!(common::max_abs(&emb.i(0..1).unwrap(), &alone) < 1e-5);
     let norms = emb.sqr().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
     assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5));
     assert_eq!(emb.dims(), &[2, 384]);

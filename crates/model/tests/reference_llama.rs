@@ -24,17 +24,6 @@ fn reference_last_logits(ids: &[u32]) -> Tensor {
     m.forward(&x, 0).unwrap().squeeze(0).unwrap()
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn smollm2_matches_candle_transformers_and_predicts_paris() {
     let model = Model::load(&common::smollm2_gguf(), &Device::Cpu).unwrap();
@@ -55,7 +44,7 @@ fn smollm2_matches_candle_transformers_and_predicts_paris() {
     let quant = std::thread::spawn(move || reference_last_logits(&ids_q))
         .join()
         .unwrap();
-    let dq = max_abs(&ours, &quant);
+    let dq = common::max_abs(&ours, &quant);
     let ref_top = quant.argmax(0).unwrap().to_scalar::<u32>().unwrap();
     println!(
         "SmolLM2 last-token logits, max |ours - quantized_llama (Q4_1 kernels)| = {dq:e}, their top-1 {ref_top}"
@@ -68,7 +57,7 @@ fn smollm2_matches_candle_transformers_and_predicts_paris() {
     let deq = std::thread::spawn(move || reference_last_logits(&ids_f))
         .join()
         .unwrap();
-    let d = max_abs(&ours, &deq);
+    let d = common::max_abs(&ours, &deq);
     println!("SmolLM2 last-token logits, max |ours - quantized_llama (dequantized f32)| = {d:e}");
     assert!(d <= 1e-4, "max abs diff {d}");
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use common::{tiny_bert, tiny_llama};
 use dpselft_model::save::save_hf;
 use dpselft_model::trainable::{self, TrainableSpec};
@@ -11,19 +11,6 @@ use dpselft_model::{Batch, Ctx, Head, Model, Pooling};
 fn batch() -> Batch {
     let seqs = vec![vec![3u32, 5, 7, 9, 4], vec![6, 8, 10]];
     Batch::from_ids(&seqs, 0, false, &Device::Cpu).unwrap()
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn round_trip(m: &Model, tag: &str) -> Model {
@@ -51,7 +38,7 @@ fn llama_lm_with_merged_lora_round_trips() {
         assert_eq!(back.head, Head::CausalLm);
         assert!(back.params.names().iter().all(|n| !n.contains("lora")));
         let after = back.forward_train(&batch(), Ctx::plain()).unwrap();
-        let d = max_abs(&before, &after);
+        let d = common::max_abs(&before, &after);
         assert!(d < 1e-5, "tied={tied}: {d}");
     }
 }
@@ -70,7 +57,7 @@ fn classifiers_round_trip_exactly() {
         let back = round_trip(&m, "cls");
         assert_eq!(back.head, m.head);
         let after = back.forward_train(&batch(), Ctx::plain()).unwrap();
-        assert_eq!(max_abs(&before, &after), 0.0);
+        assert_eq!(common::max_abs(&before, &after), 0.0);
     }
 }
 

@@ -7,8 +7,7 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use dpselft_data::{Task, format_counts_table};
 
-/// Environment variable naming the assets folder (default `./assets`).
-const ASSETS_ENV: &str = "DPSELFT_ASSETS";
+use dpselft_assets::ASSETS_ENV;
 
 /// Arguments of `dpselft data`.
 #[derive(clap::Args)]
@@ -56,12 +55,6 @@ impl From<TaskArg> for Task {
     }
 }
 
-/// The assets folder: `--assets`, else `$DPSELFT_ASSETS`, else `./assets`.
-fn assets_dir(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os(ASSETS_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("assets"))
-}
-
 /// Runs `dpselft data`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
@@ -71,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let task = Task::from(args.task);
-    let assets = assets_dir(args.assets);
+    let assets = dpselft_assets::assets_root(args.assets.as_deref());
     let corpus = task.corpus_dir(&assets);
     if !corpus.is_dir() {
         anyhow::bail!(

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use candle_core::Tensor;
 use dpselft_model::{BertConfig, LlamaConfig, ModelConfig};
 
 /// The path `rel` under the assets folder (`$DPSELFT_ASSETS`, else `<workspace>/assets`); the
@@ -33,4 +34,18 @@ pub fn tiny_bert() -> ModelConfig {
 /// A tiny Llama (2 blocks, d = 8, GQA 4/2) for gradient tests.
 pub fn tiny_llama(tied: bool) -> ModelConfig {
     ModelConfig::Llama(LlamaConfig::tiny(tied))
+}
+
+/// The largest absolute elementwise difference of two f32 tensors of the same shape.
+pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    a.sub(b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
