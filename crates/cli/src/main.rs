@@ -37,6 +37,15 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// Accuracy and macro-F1, or perplexity, of a model on a held-out data set.
     Eval(commands::eval::Args),
+    /// Benchmarks of the engine (the cost of a DP step against a non-private one).
+    Bench(commands::bench::Args),
+    /// DP-SelFT end to end: DP synthetic data, noise-matched layer selection, selective DP
+    /// fine-tuning, report. With no arguments: the small default on brown-genre (ε = 3).
+    Run(Box<commands::run::Args>),
+    /// Stage 1 alone: DP synthetic data into a new run folder.
+    Synth(Box<commands::run::Args>),
+    /// Stage 2 alone: layer selection on a run folder's synthetic data (reads no private data).
+    Select(Box<commands::run::Args>),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +58,10 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+        Command::Run(args) => commands::run::run(*args),
+        Command::Synth(args) => commands::run::synth(*args),
+        Command::Select(args) => commands::run::select(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DpError, Result};
 use crate::sampler::split_by_tokens;
-use crate::task::{EncodedSet, per_example_loss, to_f64s};
+use crate::task::{EncodedSet, per_example_loss_masked, to_f64s};
 
 /// What an evaluation measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +45,9 @@ pub fn evaluate(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<Ev
     for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
         let (batch, labels) = set.batch(model, &mb)?;
         let out = model.forward_train(&batch, Ctx::plain())?.detach();
-        let losses = to_f64s(&per_example_loss(model, &out, &batch, labels.as_ref())?)?;
+        let mask = set.loss_mask(model, &mb, batch.ids.dim(1)?)?;
+        let losses = per_example_loss_masked(model, &out, &batch, labels.as_ref(), mask.as_ref())?;
+        let losses = to_f64s(&losses)?;
         loss_sum += losses.iter().sum::<f64>();
         match &model.head {
             Head::Classifier { .. } => {
@@ -56,9 +58,9 @@ pub fn evaluate(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<Ev
                 }
             }
             _ => {
-                // The LM loss is a mean over the L−1 predicted positions of each example.
+                // The LM loss is a mean over the predicted positions of each example.
                 for (&i, l) in mb.iter().zip(&losses) {
-                    let predicted = set.lengths[i].saturating_sub(1);
+                    let predicted = set.predicted_tokens(i);
                     nll_tokens += l * predicted as f64;
                     tokens += predicted;
                 }

@@ -20,9 +20,11 @@ pub mod checkpoint;
 pub mod clip;
 pub mod error;
 pub mod eval;
+pub mod inspect;
 pub mod noise;
 pub mod norms;
 pub mod optim;
+pub mod prefix;
 pub mod rng;
 pub mod sampler;
 pub mod task;
@@ -32,16 +34,18 @@ pub use bridge::{ParamGroups, TrainableParams, clip_groups, group_records};
 pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_example_norms};
 pub use error::{DpError, Result};
 pub use eval::{EvalMetrics, evaluate};
+pub use inspect::per_example_grad_norms;
 pub use noise::{add_gaussian_noise, fill_gaussian_f32, fill_gaussian_f64, gaussian_like};
 pub use norms::{GradRecord, NormMethod, Padding};
 pub use optim::{
     DpOptimizer, DpOptimizerConfig, LrSchedule, OptimizerCheckpoint, OptimizerKind, OptimizerMeta,
     StepInfo,
 };
+pub use prefix::PrefixCache;
 pub use rng::{NoiseRng, NoiseRngState, SeedSource};
 pub use sampler::{PoissonSampler, split_by_tokens};
-pub use task::{EncodedSet, Task, per_example_loss};
+pub use task::{EncodedSet, Task, per_example_loss, per_example_loss_masked};
 pub use trainer::{
-    DpTrainer, Duration, Observer, PrivacyTarget, Start, StepMetrics, TrainConfig, TrainPlan,
-    TrainSummary,
+    DpTrainer, Duration, Observer, PrivacyTarget, Start, StepMetrics, TrainConfig, TrainData,
+    TrainPlan, TrainSummary, TrainerOptions, prepare_model,
 };

@@ -42,6 +42,10 @@ pub struct EncodedSet {
     pub labels: Option<Vec<u32>>,
     /// The padding id of the model.
     pub pad_id: u32,
+    /// For prompted language modelling: the number of leading tokens of each example that are
+    /// a prompt (the loss covers only the tokens after it). `None`: every token but the first
+    /// is predicted.
+    pub loss_starts: Option<Vec<usize>>,
 }
 
 impl EncodedSet {
@@ -103,7 +107,79 @@ impl EncodedSet {
             ids,
             labels,
             pad_id,
+            loss_starts: None,
         })
+    }
+
+    /// Language-modelling examples made of a prompt and a continuation, `(prompt, text)`, with
+    /// the loss on the continuation only (the synthetic stage trains on `"<label>\n<text>"`
+    /// this way). Prompt and text are tokenized apart (no special tokens) and concatenated, so a
+    /// generator later continues exactly the prompt tokens it was trained on; the text is cut so
+    /// that the whole example has at most `max_len` tokens.
+    pub fn lm_with_prompts(
+        model: &Model,
+        pairs: &[(String, String)],
+        max_len: usize,
+    ) -> Result<Self> {
+        if !model.is_decoder() {
+            return Err(DpError::Config(
+                "prompted language modelling needs a causal (decoder) model".into(),
+            ));
+        }
+        let tok = model.tokenizer()?;
+        let mut ids = Vec::with_capacity(pairs.len());
+        let mut starts = Vec::with_capacity(pairs.len());
+        for (i, (prompt, text)) in pairs.iter().enumerate() {
+            let mut seq = dpselft_model::tokenizer::encode(tok, prompt, false)?;
+            let start = seq.len();
+            if start + 1 >= max_len {
+                return Err(DpError::Config(format!(
+                    "example {}: its prompt has {start} tokens, leaving nothing of the text within \
+                     the maximum length {max_len}",
+                    i + 1
+                )));
+            }
+            let text_ids = dpselft_model::tokenizer::encode(tok, text, false)?;
+            if text_ids.is_empty() {
+                return Err(DpError::Config(format!(
+                    "example {} has no tokens (empty text)",
+                    i + 1
+                )));
+            }
+            seq.extend(text_ids.into_iter().take(max_len - start));
+            ids.push(seq);
+            starts.push(start);
+        }
+        Ok(Self {
+            lengths: ids.iter().map(Vec::len).collect(),
+            ids,
+            labels: None,
+            pad_id: model.special.pad.unwrap_or(0),
+            loss_starts: Some(starts),
+        })
+    }
+
+    /// The tokens whose prediction counts in example i's loss.
+    pub fn predicted_tokens(&self, i: usize) -> usize {
+        let start = self.loss_starts.as_ref().map_or(1, |s| s[i].max(1));
+        self.lengths[i].saturating_sub(start)
+    }
+
+    /// The loss mask (B, T) u32 of the examples `indices` padded to `t` tokens: 1 where a token
+    /// is a prediction target. `None` when the attention mask serves (no prompts).
+    pub fn loss_mask(&self, model: &Model, indices: &[usize], t: usize) -> Result<Option<Tensor>> {
+        let Some(starts) = &self.loss_starts else {
+            return Ok(None);
+        };
+        let mut m = Vec::with_capacity(indices.len() * t);
+        for &i in indices {
+            m.extend((0..t).map(|j| u32::from(j >= starts[i] && j < self.lengths[i])));
+        }
+        Ok(Some(Tensor::from_vec(
+            m,
+            (indices.len(), t),
+            &model.device,
+        )?))
     }
 
     /// Number of examples.
@@ -140,11 +216,27 @@ pub fn per_example_loss(
     batch: &Batch,
     labels: Option<&Tensor>,
 ) -> Result<Tensor> {
+    per_example_loss_masked(model, out, batch, labels, None)
+}
+
+/// [`per_example_loss`] with an explicit LM loss mask (B, T) (from [`EncodedSet::loss_mask`]):
+/// only the positions it marks are predicted. `None`: the attention mask.
+pub fn per_example_loss_masked(
+    model: &Model,
+    out: &Tensor,
+    batch: &Batch,
+    labels: Option<&Tensor>,
+    loss_mask: Option<&Tensor>,
+) -> Result<Tensor> {
     match (&model.head, labels) {
         (Head::Classifier { .. }, Some(labels)) => {
             Ok(classification_loss_per_example(out, labels)?)
         }
-        (Head::CausalLm, _) => Ok(lm_loss_per_example(out, &batch.ids, &batch.attn)?),
+        (Head::CausalLm, _) => Ok(lm_loss_per_example(
+            out,
+            &batch.ids,
+            loss_mask.unwrap_or(&batch.attn),
+        )?),
         (Head::Classifier { .. }, None) => Err(DpError::Config(
             "a classifier needs labels for its loss".into(),
         )),

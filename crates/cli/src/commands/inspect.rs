@@ -1,25 +1,80 @@
 //! `dpselft inspect`: what a model computes for one text, for cross-checks against other
-//! implementations.
+//! implementations; `dpselft inspect grad-norms`: the unclipped per-example gradient norms and
+//! losses the DP engine sees, for choosing a clip norm.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use candle_core::Device;
-use dpselft_model::Model;
+use dpselft_data::{LabelRequirement, LoadOptions, load_dataset};
+use dpselft_dp::{EncodedSet, Task, per_example_grad_norms};
 use dpselft_model::generate::{inspect_encoder, inspect_lm};
+use dpselft_model::trainable::{self, TrainableSpec};
+use dpselft_model::{Head, Model, Pooling};
 
+use super::UsageError;
 use super::fetch_assets::resolve_model;
+use super::train::TaskArg;
 
 /// Arguments of `dpselft inspect`.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// What else to inspect (without one: what the model computes for --text).
+    #[command(subcommand)]
+    pub command: Option<InspectCommand>,
     /// A model folder, a .gguf file, or an asset id (`minilm`, `smollm2`).
+    #[arg(long, required = true)]
+    pub model: Option<String>,
+    /// The text to run through the model.
+    #[arg(long, required = true)]
+    pub text: Option<String>,
+    /// Print one JSON object instead of a readable summary.
+    #[arg(long)]
+    pub json: bool,
+    /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+}
+
+/// The subcommands of `dpselft inspect`.
+#[derive(clap::Subcommand)]
+pub enum InspectCommand {
+    /// The unclipped per-example gradient norms (over the whole trainable set) and losses of
+    /// the first N examples of a data set, as a DP step computes them (not privatised: for
+    /// public data, or the operator's eyes only).
+    GradNorms(GradNormsArgs),
+}
+
+/// Arguments of `dpselft inspect grad-norms`.
+#[derive(clap::Args)]
+pub struct GradNormsArgs {
+    /// A model folder (or a `dpselft train` run folder), a .gguf file, or an asset id.
     #[arg(long)]
     pub model: String,
-    /// The text to run through the model.
+    /// The data (JSONL/CSV/TSV/folder); the first --num examples are inspected.
     #[arg(long)]
-    pub text: String,
-    /// Print one JSON object instead of a readable summary.
+    pub data: PathBuf,
+    /// The task: the loss whose gradient is measured.
+    #[arg(long, value_enum, default_value_t = TaskArg::Classify)]
+    pub task: TaskArg,
+    /// The trainable set over which each example's gradient norm is taken (`head,last:2`, …).
+    #[arg(long)]
+    pub trainable: String,
+    /// How many examples (the first N of the data).
+    #[arg(long)]
+    pub num: usize,
+    /// Seed of the classification head's initialisation and of LoRA factors (as `train
+    /// --init-seed`). A model that already has a classifier keeps it.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Truncate examples to this many tokens (as in training).
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_len: usize,
+    /// Most padded tokens per micro-batch (memory only; the values do not depend on it).
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens: usize,
+    /// Print `{"norms": [...], "losses": [...]}` instead of a table.
     #[arg(long)]
     pub json: bool,
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
@@ -31,11 +86,17 @@ pub struct Args {
 /// top-10 next-token logits; for an encoder the tokens and the sentence embedding (mean-pooled,
 /// L2-normalised).
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let path = resolve_model(&args.model, args.assets.as_deref())?;
+    if let Some(InspectCommand::GradNorms(args)) = args.command {
+        return grad_norms(args);
+    }
+    let (Some(spec), Some(text)) = (args.model.as_deref(), args.text.as_deref()) else {
+        return Err(UsageError("inspect: give --model and --text (or a subcommand)".into()).into());
+    };
+    let path = resolve_model(spec, args.assets.as_deref())?;
     let model =
         Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
     if model.is_decoder() {
-        let report = inspect_lm(&model, &args.text)?;
+        let report = inspect_lm(&model, text)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -49,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     } else {
-        let report = inspect_encoder(&model, &args.text)?;
+        let report = inspect_encoder(&model, text)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -67,5 +128,119 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    UsageError(msg).into()
+}
+
+/// Runs `dpselft inspect grad-norms`: the model with its task head (a classifier initialised
+/// from --seed unless the model has one) and the trainable set applied, the first N examples
+/// tokenized as for training, then [`per_example_grad_norms`].
+pub fn grad_norms(args: GradNormsArgs) -> anyhow::Result<()> {
+    if args.num == 0 {
+        return Err(usage("--num 0: inspect at least one example".into()));
+    }
+    if args.max_seq_len < 2 || args.max_tokens == 0 {
+        return Err(usage(
+            "--max-seq-len must be ≥ 2 and --max-tokens ≥ 1".into(),
+        ));
+    }
+    let spec = TrainableSpec::parse(&args.trainable).map_err(|e| usage(e.to_string()))?;
+    let task = match args.task {
+        TaskArg::Classify => Task::Classify,
+        TaskArg::Lm => Task::Lm,
+    };
+    let mut path = resolve_model(&args.model, args.assets.as_deref())?;
+    if path.join("model").join("config.json").exists() {
+        path = path.join("model");
+    }
+    let mut model =
+        Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
+
+    let existing_labels = match &model.head {
+        Head::Classifier { labels, .. } if task == Task::Classify => Some(labels.clone()),
+        _ => None,
+    };
+    let options = LoadOptions {
+        labels: match task {
+            Task::Classify => LabelRequirement::Required,
+            Task::Lm => LabelRequirement::Ignore,
+        },
+        known_labels: existing_labels.clone(),
+        min_examples_per_label: 0,
+    };
+    let mut data = load_dataset(&args.data, &options)
+        .with_context(|| format!("loading {}", args.data.display()))?;
+    if args.num > data.len() {
+        return Err(usage(format!(
+            "--num {}: {} has only {} examples",
+            args.num,
+            args.data.display(),
+            data.len()
+        )));
+    }
+    // Only the first N are tokenized (labels keep the whole file's label set).
+    data.examples.truncate(args.num);
+
+    match task {
+        Task::Classify if existing_labels.is_none() => {
+            let pooling = if model.is_decoder() {
+                Pooling::LastToken
+            } else {
+                Pooling::Mean
+            };
+            model.set_classifier(data.labels.clone(), pooling, args.seed)?;
+        }
+        Task::Classify => {}
+        Task::Lm => {
+            if model.head != Head::CausalLm {
+                return Err(usage(format!(
+                    "--task lm needs a causal LM (its LM head); {} has none",
+                    path.display()
+                )));
+            }
+        }
+    }
+    trainable::apply(&mut model, &spec, args.seed)?;
+    let set = EncodedSet::new(&model, &data, task, args.max_seq_len)?;
+    let indices: Vec<usize> = (0..set.len()).collect();
+    let (norms, losses) = per_example_grad_norms(&model, &set, &indices, args.max_tokens)?;
+
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            norms: &'a [f64],
+            losses: &'a [f64],
+        }
+        let report = Report {
+            norms: &norms,
+            losses: &losses,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!("model      {}", path.display());
+    println!("task       {task}, trainable {}", args.trainable);
+    println!("example  tokens        loss   grad norm (unclipped)");
+    for (i, (norm, loss)) in norms.iter().zip(&losses).enumerate() {
+        println!(
+            "{:>7}  {:>6}  {loss:>10.5}  {norm:>12.6}",
+            i + 1,
+            set.lengths[i]
+        );
+    }
+    let mut sorted = norms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let q =
+        |p: f64| sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)];
+    println!(
+        "norms: min {:.6}  median {:.6}  p90 {:.6}  max {:.6}",
+        q(0.0),
+        q(0.5),
+        q(0.9),
+        q(1.0)
+    );
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<()>`.
 
 pub mod account;
+pub mod bench;
+pub mod bench_utility;
 pub mod data;
 pub mod eval;
 pub mod fetch_assets;
 pub mod generate;
 pub mod inspect;
+pub mod run;
 pub mod train;
 
 /// An invalid value on the command line: reported like clap's own errors, with exit code 2.

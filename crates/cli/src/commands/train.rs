@@ -17,8 +17,8 @@ use candle_core::Device;
 use clap::ValueEnum;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
-    DpTrainer, Duration, EvalMetrics, NoiseRng, Observer, OptimizerKind, PrivacyTarget, Start,
-    StepMetrics, Task, TrainConfig, TrainPlan, TrainSummary,
+    DpTrainer, Duration, EvalMetrics, Observer, OptimizerKind, PrivacyTarget, Start, StepMetrics,
+    Task, TrainConfig, TrainPlan, TrainSummary,
 };
 use dpselft_model::Model;
 use serde::{Deserialize, Serialize};
@@ -69,22 +69,8 @@ pub fn method_spec(method: MethodArg, k: usize, num_blocks: usize, seed: u64) ->
         MethodArg::Bitfit => "bitfit,head".into(),
         MethodArg::LastK => format!("head,last:{k}"),
         MethodArg::FirstK => format!("head,first:{k}"),
-        MethodArg::RandomK => {
-            // Public randomness: which blocks are trained is chosen independently of the data.
-            let mut rng = NoiseRng::from_seed(seed);
-            let mut blocks: Vec<usize> = (0..num_blocks).collect();
-            for i in (1..blocks.len()).rev() {
-                let j = ((rng.uniform_f64() * (i + 1) as f64) as usize).min(i);
-                blocks.swap(i, j);
-            }
-            let mut chosen = blocks[..k.min(num_blocks)].to_vec();
-            chosen.sort_unstable();
-            let mut spec = String::from("head");
-            for b in chosen {
-                spec += &format!(",block.{b}");
-            }
-            spec
-        }
+        // Public randomness: which blocks are trained is chosen independently of the data.
+        MethodArg::RandomK => dpselft_selft::bench::random_blocks_spec(k, num_blocks, seed),
     }
 }
 
@@ -282,21 +268,9 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
 /// Keeps a seeded random subset of `limit` examples (order preserved). Public randomness: which
 /// examples a run trains on is chosen before, and independently of, the training.
 pub fn subset(data: &mut Dataset, limit: Option<usize>, seed: u64) {
-    let Some(limit) = limit else { return };
-    if limit >= data.len() {
-        return;
+    if let Some(limit) = limit {
+        dpselft_selft::pipeline::subset(data, limit, seed);
     }
-    let mut rng = NoiseRng::from_seed(seed);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    // Fisher–Yates.
-    for i in (1..order.len()).rev() {
-        let j = ((rng.uniform_f64() * (i + 1) as f64) as usize).min(i);
-        order.swap(i, j);
-    }
-    let mut keep = order[..limit].to_vec();
-    keep.sort_unstable();
-    let examples = std::mem::take(&mut data.examples);
-    data.examples = keep.into_iter().map(|i| examples[i].clone()).collect();
 }
 
 fn load_data(path: &Path, known_labels: Option<Vec<String>>) -> anyhow::Result<Dataset> {
@@ -465,12 +439,12 @@ pub fn print_eval(m: &EvalMetrics) {
 
 /// The progress bar: loss, ε spent so far, examples/s, ETA. Hidden when stderr is not a terminal.
 #[derive(Default)]
-struct Bar {
+pub(crate) struct Bar {
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl Bar {
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

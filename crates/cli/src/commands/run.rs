@@ -1,0 +1,344 @@
+//! `dpselft run` (the whole DP-SelFT pipeline), and its first two stages alone:
+//! `dpselft synth` and `dpselft select` (DESIGN.md, "The pipeline").
+//!
+//! With no arguments, `run` fetches MiniLM, SmolLM2 and the Brown corpus if absent, builds
+//! brown-genre, and runs the small default (ε = 3, δ = 1e-5) into `runs/run-<time>/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use dpselft_dp::{EvalMetrics, Observer, StepMetrics, TrainPlan};
+use dpselft_selft::pipeline::{self, ResolvedPaths, RunConfig, Scale};
+use dpselft_selft::{Candidates, Perturbation, Progress};
+
+use super::UsageError;
+use super::fetch_assets::resolve_model;
+use super::train::Bar;
+
+/// Arguments shared by `run`, `synth` and `select`: a configuration and overrides.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// Run folder [default: runs/run-<unix time>]. `select` continues the folder `synth` made.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// A TOML configuration (sections run, synth, select, train; see a run's config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Preset: `small` (minutes on 2 cores: data subsets, short stages) or `full` (all data).
+    #[arg(long, value_enum)]
+    pub scale: Option<ScaleArg>,
+    /// Target model: asset id (minilm) or path.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Generator of the synthetic stage: asset id (smollm2) or path.
+    #[arg(long)]
+    pub generator: Option<String>,
+    /// Private training data (JSONL, CSV, folder) [default: data/brown-genre/train.jsonl,
+    /// built if absent].
+    #[arg(long, value_name = "FILE")]
+    pub train_data: Option<PathBuf>,
+    /// Held-out test data, evaluated once at the end.
+    #[arg(long, value_name = "FILE")]
+    pub test_data: Option<PathBuf>,
+    /// Target ε of the whole run.
+    #[arg(long)]
+    pub epsilon: Option<f64>,
+    /// Target δ.
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// Share of ε spent on the synthetic data.
+    #[arg(long)]
+    pub synth_fraction: Option<f64>,
+    /// Seeded subset of this many training examples (0: all).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Seeded subset of this many test examples (0: all).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Seed for a reproducible experiment (seeds the noise too; the ledger says so).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Synthetic texts to sample, N_syn.
+    #[arg(long)]
+    pub num_synthetic: Option<usize>,
+    /// Candidate sets: singles, windows:K, greedy:K.
+    #[arg(long)]
+    pub candidates: Option<String>,
+    /// Perturbation of the selection: worst-case, gaussian, none.
+    #[arg(long)]
+    pub perturbation: Option<String>,
+    /// Selection steps τ per candidate.
+    #[arg(long)]
+    pub tau: Option<u64>,
+    /// Radius scale κ of the worst-case perturbation.
+    #[arg(long)]
+    pub kappa: Option<f64>,
+    /// Training runs per candidate.
+    #[arg(long)]
+    pub select_seeds: Option<usize>,
+    /// Expected batch size B of the fine-tuning.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Clip norm C.
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// Peak learning rate of the fine-tuning (and of the selection's candidates).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Fine-tuning epochs.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Tokens per example of the target model.
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    /// Assets folder [default: $DPSELFT_ASSETS, else ./assets].
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
+    /// Print metrics.json to stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The presets.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScaleArg {
+    /// Minutes on two cores.
+    Small,
+    /// All the data, paper-like settings.
+    Full,
+}
+
+/// The resolved configuration: preset or file, then flags.
+fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
+    let mut c = match (&args.config, args.scale) {
+        (Some(path), _) => RunConfig::load(path)?,
+        (None, Some(ScaleArg::Full)) => RunConfig::preset(Scale::Full),
+        (None, _) => RunConfig::preset(Scale::Small),
+    };
+    let limit = |v: usize| (v > 0).then_some(v);
+    let r = &mut c.run;
+    set(&mut r.model, args.model.clone());
+    set(&mut r.generator, args.generator.clone());
+    set(&mut r.train_data, args.train_data.clone());
+    if args.test_data.is_some() {
+        r.test_data = args.test_data.clone();
+    }
+    set(&mut r.epsilon, args.epsilon);
+    set(&mut r.delta, args.delta);
+    set(&mut r.synth_fraction, args.synth_fraction);
+    if let Some(v) = args.train_limit {
+        r.train_limit = limit(v);
+    }
+    if let Some(v) = args.test_limit {
+        r.test_limit = limit(v);
+    }
+    if args.seed.is_some() {
+        r.seed = args.seed;
+    }
+    set(&mut c.synth.num_samples, args.num_synthetic);
+    let s = &mut c.select;
+    if let Some(v) = &args.candidates {
+        s.candidates = v
+            .parse::<Candidates>()
+            .map_err(|e| UsageError(format!("--candidates: {e}")))?;
+    }
+    if let Some(v) = &args.perturbation {
+        s.perturbation = v
+            .parse::<Perturbation>()
+            .map_err(|e| UsageError(format!("--perturbation: {e}")))?;
+    }
+    set(&mut s.steps, args.tau);
+    set(&mut s.kappa, args.kappa);
+    set(&mut s.seeds, args.select_seeds);
+    let t = &mut c.train;
+    set(&mut t.batch_size, args.batch_size);
+    set(&mut t.clip, args.clip);
+    set(&mut t.lr, args.lr);
+    set(&mut t.epochs, args.epochs);
+    set(&mut t.max_seq_len, args.max_seq_len);
+    c.validate().map_err(|e| UsageError(e.to_string()))?;
+    Ok(c)
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Fetches the models, builds the default data if the default path is used, and returns the
+/// models' paths.
+fn prepare(config: &mut RunConfig, assets: Option<&Path>) -> anyhow::Result<ResolvedPaths> {
+    let default = pipeline::RunSection::default();
+    if config.run.train_data == default.train_data && !config.run.train_data.exists() {
+        super::data::ensure_task_data(dpselft_data::Task::BrownGenre, assets)?;
+    }
+    Ok(ResolvedPaths {
+        model: resolve_model(&config.run.model, assets)?,
+        generator: resolve_model(&config.run.generator, assets)?,
+    })
+}
+
+fn out_dir(args: &Args) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Path::new("runs").join(format!("run-{secs}"))
+    })
+}
+
+/// Runs `dpselft run`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = resolve(&args)?;
+    let paths = prepare(&mut config, args.assets.as_deref())?;
+    let out = out_dir(&args);
+    eprintln!("dpselft run → {}", out.display());
+    let mut progress = Bars::default();
+    let metrics = pipeline::run(&config, &paths, &out, &mut progress)
+        .with_context(|| format!("run in {}", out.display()))?;
+    progress.finish_all();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    } else {
+        print_metrics(&metrics, &out);
+    }
+    Ok(())
+}
+
+/// Runs `dpselft synth`: stage 1 into a new run folder.
+pub fn synth(args: Args) -> anyhow::Result<()> {
+    let mut config = resolve(&args)?;
+    let paths = prepare(&mut config, args.assets.as_deref())?;
+    let out = out_dir(&args);
+    let mut progress = Bars::default();
+    pipeline::run_synth(&config, &paths, &out, &mut progress)?;
+    progress.finish_all();
+    println!(
+        "synthetic data in {} (ledger {})",
+        out.join("synthetic").display(),
+        out.join("ledger.json").display()
+    );
+    Ok(())
+}
+
+/// Runs `dpselft select`: stage 2 in the folder `dpselft synth` made (it reads only the
+/// synthetic data, the ledger and the configuration there).
+pub fn select(args: Args) -> anyhow::Result<()> {
+    let out = args.out.clone().ok_or_else(|| {
+        UsageError("select needs --out DIR, the folder `dpselft synth` wrote".into())
+    })?;
+    let config = RunConfig::load(&out.join("config.toml"))?;
+    let paths = ResolvedPaths {
+        model: resolve_model(&config.run.model, args.assets.as_deref())?,
+        generator: PathBuf::new(),
+    };
+    let mut progress = Bars::default();
+    let selection = pipeline::run_select(&out, &paths, &mut progress)?;
+    progress.finish_all();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&selection)?);
+    } else {
+        println!("chosen: {}", selection.chosen_spec);
+        for c in &selection.candidates {
+            println!(
+                "  round {}  {:<28} score {:.4}  loss {:.4}  params {:>9}  ρ {:.3e}",
+                c.round, c.spec, c.score, c.loss, c.params, c.radius
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_metrics(m: &pipeline::RunMetrics, out: &Path) {
+    println!("run folder      {}", out.display());
+    if let Some(t) = &m.test {
+        super::train::print_eval(t);
+    }
+    if let Some(a) = m.majority_accuracy {
+        println!("majority class     {a:.4}");
+    }
+    println!(
+        "ε spent            {:.4} (PLD) / {} (RDP) of {} at δ = {:e}",
+        m.epsilon_pld,
+        m.epsilon_rdp.map_or("-".into(), |e| format!("{e:.4}")),
+        m.target_epsilon,
+        m.delta
+    );
+    println!(
+        "chosen set         {} ({} parameters)",
+        m.chosen_spec, m.trainable_params
+    );
+    println!("{:<8} {:>9} {:>10}", "stage", "wall s", "ε alone");
+    for s in &m.stages {
+        println!("{:<8} {:>9.1} {:>10.4}", s.stage, s.wall_s, s.epsilon);
+    }
+    println!("report             {}", out.join("report.md").display());
+}
+
+/// Progress: the trainer's step bar, and one counted bar per stage task.
+#[derive(Default)]
+struct Bars {
+    train: Bar,
+    counted: Option<indicatif::ProgressBar>,
+}
+
+impl Bars {
+    fn finish_all(&mut self) {
+        self.train.finish();
+        Progress::finish(self);
+    }
+}
+
+impl Observer for Bars {
+    fn started(&mut self, plan: &TrainPlan, resumed_at: u64) {
+        self.train.finish();
+        self.train.started(plan, resumed_at);
+    }
+    fn step(&mut self, m: &StepMetrics) {
+        self.train.step(m);
+    }
+    fn evaluated(&mut self, step: u64, m: &EvalMetrics) {
+        self.train.evaluated(step, m);
+    }
+}
+
+impl Progress for Bars {
+    fn message(&mut self, text: &str) {
+        match &self.counted {
+            Some(b) if !b.is_hidden() => b.println(text),
+            _ => eprintln!("{text}"),
+        }
+    }
+    fn stage(&mut self, name: &str, total: u64) {
+        self.train.finish();
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg}  {per_sec}  [{elapsed_precise} < {eta_precise}]",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message(name.to_string());
+        self.counted = Some(bar);
+    }
+    fn advance(&mut self, n: u64) {
+        if let Some(b) = &self.counted {
+            b.inc(n);
+            // Without a terminal the bar is hidden: log every tenth instead (CI, redirected runs).
+            let (pos, len) = (b.position(), b.length().unwrap_or(0).max(1));
+            if b.is_hidden() && (pos * 10 / len) != ((pos - n.min(pos)) * 10 / len) {
+                eprintln!(
+                    "  {} {pos}/{len} [{:.0} s]",
+                    b.message(),
+                    b.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.counted.take() {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! `dpselft run`, `synth` and `select` end to end on a tiny random BERT (target) and a tiny
+//! random Llama (generator), both saved in the Hugging Face layout with a word-level tokenizer:
+//! the run folder's contents, the ledger's total against the target, and that the selection
+//! stage runs with the private data gone.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device};
+use dpselft_model::{BertConfig, LlamaConfig, Model, ModelConfig};
+
+const WORDS: [&str; 12] = [
+    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
+];
+
+fn dpselft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dpselft"))
+        .args(args)
+        .output()
+        .expect("run dpselft")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK], the label names, then WORDS.
+fn write_tokenizer(dir: &Path) {
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "colour", "animal"]
+        .iter()
+        .chain(WORDS.iter())
+        .enumerate()
+    {
+        vocab.insert((*w).into(), i.into());
+    }
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+}
+
+fn tiny_models(root: &Path) {
+    let bert = ModelConfig::Bert(BertConfig {
+        vocab_size: 20,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 3,
+        ..BertConfig::tiny()
+    });
+    let m = Model::random(bert, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
+    dpselft_model::save::save_hf(&m, &root.join("target")).unwrap();
+    write_tokenizer(&root.join("target"));
+    let llama = ModelConfig::Llama(LlamaConfig {
+        vocab_size: 20,
+        hidden_size: 16,
+        intermediate_size: 24,
+        ..LlamaConfig::tiny(true)
+    });
+    let g = Model::random(llama, 0.3, 5, DType::F32, &Device::Cpu).unwrap();
+    dpselft_model::save::save_hf(&g, &root.join("generator")).unwrap();
+    write_tokenizer(&root.join("generator"));
+}
+
+/// Colours vs animals, as JSONL.
+fn data(path: &Path, n: usize, seed: usize) {
+    let mut lines = String::new();
+    for i in 0..n {
+        let label = i % 2;
+        let len = 3 + (i * 7 + seed) % 4;
+        let words: Vec<&str> = (0..len)
+            .map(|k| WORDS[label * 6 + (i * 5 + k * 3 + seed) % 6])
+            .collect();
+        let name = if label == 0 { "colour" } else { "animal" };
+        lines += &format!(
+            "{}\n",
+            serde_json::json!({"text": words.join(" "), "label": name})
+        );
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+const CONFIG: &str = r#"
+[run]
+epsilon = 4.0
+delta = 1e-5
+synth_fraction = 0.25
+
+[synth]
+num_samples = 40
+steps = 3
+batch_size = 16
+max_seq_len = 12
+max_new_tokens = 8
+generation_batch = 20
+min_chars = 4
+
+[select]
+candidates = "greedy:2"
+steps = 3
+batch_size = 8
+
+[train]
+batch_size = 32
+epochs = 2.0
+lr = 0.01
+max_seq_len = 12
+max_tokens = 256
+"#;
+
+fn setup(root: &Path) -> Vec<String> {
+    tiny_models(root);
+    data(&root.join("train.jsonl"), 160, 1);
+    data(&root.join("test.jsonl"), 40, 2);
+    std::fs::write(root.join("config.toml"), CONFIG).unwrap();
+    let p = |name: &str| root.join(name).to_string_lossy().into_owned();
+    vec![
+        "--config".into(),
+        p("config.toml"),
+        "--model".into(),
+        p("target"),
+        "--generator".into(),
+        p("generator"),
+        "--train-data".into(),
+        p("train.jsonl"),
+        "--test-data".into(),
+        p("test.jsonl"),
+        "--seed".into(),
+        "3".into(),
+    ]
+}
+
+#[test]
+fn run_writes_a_complete_run_folder_within_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = setup(tmp.path());
+    let out = tmp.path().join("run");
+    args.extend([
+        "--out".into(),
+        out.to_string_lossy().into_owned(),
+        "--json".into(),
+    ]);
+    let mut argv = vec!["run"];
+    argv.extend(args.iter().map(String::as_str));
+    let result = dpselft(&argv);
+    ok(&result);
+    for f in [
+        "config.toml",
+        "ledger.json",
+        "synthetic/train.jsonl",
+        "synthetic/val.jsonl",
+        "synthetic/manifest.json",
+        "synth.json",
+        "selection.json",
+        "model/config.json",
+        "model/model.safetensors",
+        "metrics.json",
+        "report.md",
+        "selection.svg",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let metrics: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let eps = metrics["epsilon_pld"].as_f64().unwrap();
+    assert!(eps <= 4.0, "ledger total {eps} exceeds the target");
+    assert!(eps > 3.99, "the budget should be spent: {eps}");
+    let stages = metrics["stages"].as_array().unwrap();
+    let synth_eps = stages[0]["epsilon"].as_f64().unwrap();
+    assert!(
+        (synth_eps - 1.0).abs() < 1e-3,
+        "synth ε {synth_eps} ≠ 0.25 · 4"
+    );
+    assert_eq!(stages[1]["epsilon"].as_f64(), Some(0.0));
+    assert!(metrics["test"]["accuracy"].as_f64().is_some());
+    // The ledger names every mechanism: histogram, generator, fine-tuning.
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ledger.json")).unwrap()).unwrap();
+    let text = ledger.to_string();
+    for purpose in ["label histogram", "synth: generator", "train"] {
+        assert!(text.contains(purpose), "ledger lacks {purpose}: {text}");
+    }
+    assert!(
+        text.contains("seeded"),
+        "a seeded run says so in the ledger"
+    );
+    let selection: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
+            .unwrap();
+    let n = selection["candidates"].as_array().unwrap().len();
+    assert!(
+        (3..=5).contains(&n),
+        "greedy:2 over 3 blocks trains 3 + 2 at most, got {n}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("selection.svg") && report.contains("Test accuracy"));
+    // A second run into the same folder is refused (the ledger would be double-counted).
+    let again = dpselft(&argv);
+    assert!(!again.status.success());
+}
+
+#[test]
+fn selection_runs_without_the_private_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = setup(tmp.path());
+    let out = tmp.path().join("run");
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let mut argv = vec!["synth"];
+    argv.extend(args.iter().map(String::as_str));
+    ok(&dpselft(&argv));
+    let ledger_before = std::fs::read_to_string(out.join("ledger.json")).unwrap();
+    // The private split disappears: selection must not need it.
+    std::fs::remove_file(tmp.path().join("train.jsonl")).unwrap();
+    std::fs::remove_file(tmp.path().join("test.jsonl")).unwrap();
+    let out_s = out.to_string_lossy().into_owned();
+    let result = dpselft(&["select", "--out", &out_s, "--json"]);
+    ok(&result);
+    let selection: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert!(
+        selection["chosen_spec"]
+            .as_str()
+            .unwrap()
+            .starts_with("head,block.")
+    );
+    // Selection spends nothing.
+    assert_eq!(
+        std::fs::read_to_string(out.join("ledger.json")).unwrap(),
+        ledger_before
+    );
+}
+
+/// The utility grid on the tiny models: every cell runs once, a second call runs nothing, and
+/// the table marks the best private mean per ε.
+#[test]
+fn the_utility_grid_runs_each_cell_once_and_resumes() {
+    use dpselft_selft::bench::{MethodsFile, UtilityBench, run_grid};
+    use dpselft_selft::pipeline::{ResolvedPaths, Scale};
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let methods = r#"
+[defaults]
+batch_size = 32
+epochs = 1.0
+clip = 1.0
+max_seq_len = 12
+delta = 1e-5
+
+[methods.dp-selft]
+lr = 0.01
+
+[methods.last-k]
+trainable = "head,last:1"
+lr = 0.01
+
+[methods.random-k]
+random_k = 1
+lr = 0.01
+
+[methods.non-private]
+trainable = "all"
+lr = 0.01
+"#;
+    std::fs::write(tmp.path().join("methods.toml"), methods).unwrap();
+    let bench = UtilityBench {
+        task: "tiny".into(),
+        train_data: tmp.path().join("train.jsonl"),
+        test_data: tmp.path().join("test.jsonl"),
+        paths: ResolvedPaths {
+            model: tmp.path().join("target"),
+            generator: tmp.path().join("generator"),
+        },
+        model_name: "target".into(),
+        generator_name: "generator".into(),
+        methods: vec![
+            "dp-selft".into(),
+            "last-k".into(),
+            "random-k".into(),
+            "non-private".into(),
+        ],
+        epsilons: vec![2.0, 6.0],
+        seeds: 1,
+        scale: Scale::Small,
+        methods_file: MethodsFile::load(&tmp.path().join("methods.toml")).unwrap(),
+        out: tmp.path().join("grid"),
+    };
+    let results = run_grid(&bench, &mut ()).unwrap();
+    assert_eq!(
+        results.len(),
+        3 * 2 + 1,
+        "three private methods × two ε, non-private once"
+    );
+    for r in &results {
+        match r.epsilon {
+            Some(e) => assert!(r.epsilon_spent.unwrap() <= e + 1e-9, "{r:?}"),
+            None => assert_eq!(r.epsilon_spent, None),
+        }
+        assert!((0.0..=1.0).contains(&r.accuracy));
+    }
+    let lines = std::fs::read_to_string(bench.out.join("results.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 7);
+    let again = run_grid(&bench, &mut ()).unwrap();
+    assert_eq!(again, results, "a finished grid reruns nothing");
+    let table = std::fs::read_to_string(bench.out.join("table.md")).unwrap();
+    assert!(
+        table.contains("| ε = 2 |") && table.contains("**"),
+        "{table}"
+    );
+    assert!(
+        std::fs::read_to_string(bench.out.join("chart.svg"))
+            .unwrap()
+            .contains("<polyline")
+    );
+}

@@ -1,0 +1,601 @@
+//! `dpselft run`: the three stages chained in one run folder (DESIGN.md, "The pipeline").
+//!
+//! ```text
+//! private train split ─► synth (ε_syn) ─► synthetic/ ─► select (free) ─► selection.json
+//!                  └──────────────────────────────────► train U* + head (ε_ft) ─► model/
+//! ledger.json: histogram + generator steps + fine-tuning steps, composed (PLD) ≤ target (ε, δ)
+//! ```
+//!
+//! Budget: the synthetic stage's mechanisms are calibrated to `synth_fraction`·ε on their own;
+//! the fine-tuning σ is then calibrated so that *all* mechanisms in the ledger together meet the
+//! target ε at δ exactly (PLD). The selection stage is told that σ before it starts, so its
+//! perturbations match the noise the chosen layers will face.
+//!
+//! Run folder: `config.toml` (resolved), `ledger.json`, `synthetic/`, `synth.json`,
+//! `selection.json`, `train/` (metrics of the fine-tuning), `model/` (HF layout),
+//! `metrics.json`, `report.md`, `selection.svg`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use dpselft_data::{Dataset, LoadOptions, load_dataset};
+use dpselft_dp::{
+    DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig,
+    TrainData, TrainerOptions,
+};
+use dpselft_model::Model;
+use dpselft_privacy::{
+    Mechanism, PldAccountant, PrivacyLedger, calibrate_sigma, sampling_from_epochs,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Progress;
+use crate::data::{PrivateData, SyntheticData};
+use crate::error::{Result, SelftError, io_err};
+use crate::select::{Candidates, Perturbation, SelectConfig, Selection, select};
+use crate::synth::{
+    PURPOSE_GENERATOR, PURPOSE_HISTOGRAM, StageBudget, SynthConfig, SynthInputs, SynthReport,
+    synthesize,
+};
+
+/// A whole run's configuration (`config.toml`): four sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// What to train, on what, for which budget.
+    pub run: RunSection,
+    /// Stage 1.
+    pub synth: SynthConfig,
+    /// Stage 2.
+    pub select: SelectSection,
+    /// Stage 3.
+    pub train: TrainSection,
+}
+
+/// The run as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Classification or language modelling.
+    pub task: Task,
+    /// The target model: an asset id (`minilm`) or a model path.
+    pub model: String,
+    /// The generator of the synthetic stage: an asset id (`smollm2`) or a path.
+    pub generator: String,
+    /// The private training split (JSONL, CSV or folder).
+    pub train_data: PathBuf,
+    /// The held-out test split (never used for any decision; evaluated once at the end).
+    pub test_data: Option<PathBuf>,
+    /// Target ε of the whole run.
+    pub epsilon: f64,
+    /// Target δ of the whole run.
+    pub delta: f64,
+    /// Share of ε for the synthetic stage (its mechanisms alone spend this much).
+    pub synth_fraction: f64,
+    /// Use a seeded random subset of this many training examples (the default scale's speed).
+    pub train_limit: Option<usize>,
+    /// Evaluate on a seeded random subset of this many test examples.
+    pub test_limit: Option<usize>,
+    /// Seed for a reproducible run (noise included; the ledger says so). `None`: the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            task: Task::Classify,
+            model: "minilm".into(),
+            generator: "smollm2".into(),
+            train_data: PathBuf::from("data/brown-genre/train.jsonl"),
+            test_data: Some(PathBuf::from("data/brown-genre/test.jsonl")),
+            epsilon: 3.0,
+            delta: 1e-5,
+            synth_fraction: 0.2,
+            train_limit: Some(3000),
+            test_limit: Some(1000),
+            seed: None,
+        }
+    }
+}
+
+/// Stage 2's own settings (the rest comes from stage 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectSection {
+    /// `singles`, `windows:K` or `greedy:K`.
+    pub candidates: Candidates,
+    /// `worst-case`, `gaussian` or `none`.
+    pub perturbation: Perturbation,
+    /// Steps τ per candidate.
+    pub steps: u64,
+    /// Examples per selection step.
+    pub batch_size: usize,
+    /// Radius scale κ.
+    pub kappa: f64,
+    /// Runs per candidate.
+    pub seeds: usize,
+    /// Tokens per synthetic example (they are short; this bounds the stage's cost).
+    pub max_seq_len: usize,
+}
+
+impl Default for SelectSection {
+    fn default() -> Self {
+        Self {
+            candidates: Candidates::Greedy(2),
+            perturbation: Perturbation::WorstCase,
+            steps: 4,
+            batch_size: 16,
+            kappa: 1.0,
+            seeds: 1,
+            max_seq_len: 64,
+        }
+    }
+}
+
+/// Stage 3: DP fine-tuning of the chosen blocks and the head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Expected logical batch size B.
+    pub batch_size: usize,
+    /// Clip norm C.
+    pub clip: f64,
+    /// Peak learning rate η.
+    pub lr: f64,
+    /// Epochs (T = ⌈epochs·n/B⌉ steps).
+    pub epochs: f64,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// Tokens per example.
+    pub max_seq_len: usize,
+    /// Padded tokens per physical micro-batch.
+    pub max_tokens: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            clip: 1.0,
+            lr: 5e-3,
+            epochs: 3.0,
+            optimizer: OptimizerKind::default(),
+            max_seq_len: 128,
+            max_tokens: 8192,
+        }
+    }
+}
+
+/// The preset scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Minutes on two CPU cores: subsets of the data, short stages.
+    Small,
+    /// All the data and paper-like settings.
+    Full,
+}
+
+impl RunConfig {
+    /// The configuration of a scale (the defaults are [`Scale::Small`]).
+    pub fn preset(scale: Scale) -> Self {
+        let mut c = Self::default();
+        if scale == Scale::Full {
+            c.run.train_limit = None;
+            c.run.test_limit = None;
+            c.synth.num_samples = 2000;
+            c.synth.steps = 40;
+            c.synth.batch_size = 64;
+            c.select.candidates = Candidates::Greedy(3);
+            c.select.steps = 20;
+            c.select.batch_size = 64;
+            c.select.max_seq_len = 128;
+            c.train.batch_size = 512;
+            c.train.epochs = 5.0;
+        }
+        c
+    }
+
+    /// Reads a `config.toml`; missing keys keep their defaults.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+        toml::from_str(&text).map_err(|e| SelftError::Format {
+            path: path.to_path_buf(),
+            message: format!("not a dpselft run configuration: {e}"),
+        })
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| SelftError::Config(format!("serialising the configuration: {e}")))
+    }
+
+    /// Checks the values the stages do not check themselves.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.run;
+        if !(r.epsilon.is_finite() && r.epsilon > 0.0) {
+            return Err(SelftError::Config(format!(
+                "run.epsilon {} must be > 0",
+                r.epsilon
+            )));
+        }
+        if !(r.delta > 0.0 && r.delta < 1.0) {
+            return Err(SelftError::Config(format!(
+                "run.delta {} must be in (0, 1)",
+                r.delta
+            )));
+        }
+        if !(r.synth_fraction > 0.0 && r.synth_fraction < 1.0) {
+            return Err(SelftError::Config(format!(
+                "run.synth_fraction {} must be in (0, 1)",
+                r.synth_fraction
+            )));
+        }
+        self.synth.validate()
+    }
+}
+
+/// Where the run's models and data are (the CLI resolves asset ids and builds default data).
+#[derive(Debug, Clone)]
+pub struct ResolvedPaths {
+    /// The target model's folder or file.
+    pub model: PathBuf,
+    /// The generator's folder or file.
+    pub generator: PathBuf,
+}
+
+/// Wall time and ε of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// `synth`, `select` or `train`.
+    pub stage: String,
+    /// Seconds.
+    pub wall_s: f64,
+    /// ε (PLD) of the stage's mechanisms alone at the run's δ (0 for selection).
+    pub epsilon: f64,
+}
+
+/// `metrics.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// The held-out test result (if a test split was given).
+    pub test: Option<EvalMetrics>,
+    /// Accuracy of always predicting the most frequent training label (classification).
+    pub majority_accuracy: Option<f64>,
+    /// Target ε and δ.
+    pub target_epsilon: f64,
+    /// Target δ.
+    pub delta: f64,
+    /// ε of all mechanisms composed, PLD (the guarantee).
+    pub epsilon_pld: f64,
+    /// ε of all mechanisms composed, RDP (looser; for comparison).
+    pub epsilon_rdp: Option<f64>,
+    /// Per stage.
+    pub stages: Vec<StageSummary>,
+    /// The fine-tuning noise multiplier σ_ft.
+    pub train_sigma: f64,
+    /// Fine-tuning steps T and sampling rate q.
+    pub train_steps: u64,
+    /// Fine-tuning sampling rate q.
+    pub train_sampling_rate: f64,
+    /// Private training examples n.
+    pub train_examples: usize,
+    /// The chosen trainable set.
+    pub chosen_spec: String,
+    /// Its trainable scalars.
+    pub trainable_params: usize,
+    /// Whether the run was seeded (noise reproducible from the seed).
+    pub seeded: bool,
+    /// Seconds for the whole run.
+    pub wall_s: f64,
+}
+
+/// Runs the whole pipeline into `out` (which must not hold a run yet): [`run_synth`],
+/// [`run_select`], [`run_train`].
+pub fn run(
+    config: &RunConfig,
+    paths: &ResolvedPaths,
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<RunMetrics> {
+    let started = Instant::now();
+    let private = run_synth(config, paths, out, progress)?;
+    run_select(out, paths, progress)?;
+    let mut metrics = run_train(out, paths, &private, progress)?;
+    metrics.wall_s = started.elapsed().as_secs_f64();
+    crate::write_json(&out.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// Stage 1 into a new run folder `out`: writes `config.toml`, creates `ledger.json`, runs the
+/// synthetic stage, writes `synthetic/` and `synth.json`. Returns the private split (for
+/// [`run_train`]).
+pub fn run_synth(
+    config: &RunConfig,
+    paths: &ResolvedPaths,
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PrivateData> {
+    config.validate()?;
+    let ledger_path = out.join("ledger.json");
+    if ledger_path.exists() {
+        return Err(SelftError::Config(format!(
+            "{} already holds a run (ledger.json): choose another output folder",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
+    write_text(&out.join("config.toml"), &config.to_toml()?)?;
+    let r = &config.run;
+    let private = load_private(r)?;
+    PrivacyLedger::create(&ledger_path, r.delta)?;
+    progress.message("stage 1/3: DP synthetic data");
+    let generator = Model::load(&paths.generator, &Device::Cpu)?;
+    let (synthetic, report) = synthesize(
+        &private,
+        SynthInputs {
+            generator,
+            generator_name: &r.generator,
+            task: r.task,
+            ledger: &ledger_path,
+            work_dir: &out.join("synth"),
+            seed: r.seed,
+        },
+        &config.synth,
+        StageBudget {
+            epsilon: r.epsilon * r.synth_fraction,
+            delta: r.delta,
+        },
+        progress,
+    )?;
+    synthetic.save(&out.join("synthetic"))?;
+    crate::write_json(&out.join("synth.json"), &report)?;
+    Ok(private)
+}
+
+/// The fine-tuning plan: (q, T, σ_ft), σ_ft calibrated so that the ledger's mechanisms and the
+/// T fine-tuning steps together meet the target (PLD). `n` is the private split's size.
+pub fn train_plan(config: &RunConfig, n: usize, ledger: &Path) -> Result<(f64, u64, f64)> {
+    let (r, t) = (&config.run, &config.train);
+    let (q, steps) = sampling_from_epochs(n as u64, t.batch_size as u64, t.epochs)?;
+    let prior = PrivacyLedger::open(ledger)?.mechanisms()?;
+    let template = Mechanism::sampled_gaussian(q, 1.0, steps)?;
+    let sigma = calibrate_sigma(
+        &PldAccountant::default(),
+        &prior,
+        &template,
+        r.epsilon,
+        r.delta,
+    )?;
+    Ok((q, steps, sigma))
+}
+
+/// Stage 2 in the run folder `out` (after [`run_synth`]): reads `config.toml`, `ledger.json`
+/// and `synthetic/` — never the private data — and writes `selection.json`.
+pub fn run_select(
+    out: &Path,
+    paths: &ResolvedPaths,
+    progress: &mut dyn Progress,
+) -> Result<Selection> {
+    let config = RunConfig::load(&out.join("config.toml"))?;
+    let synthetic = SyntheticData::load(&out.join("synthetic"))?;
+    let n = synthetic.manifest().private_examples;
+    let (q, _, sigma_ft) = train_plan(&config, n, &out.join("ledger.json"))?;
+    progress.message(&format!(
+        "stage 2/3: layer selection on {} synthetic examples (σ_ft = {sigma_ft:.4})",
+        synthetic.train().len()
+    ));
+    let (r, s, t) = (&config.run, &config.select, &config.train);
+    let select_config = SelectConfig {
+        task: r.task,
+        candidates: s.candidates,
+        perturbation: s.perturbation,
+        steps: s.steps,
+        batch_size: s.batch_size,
+        kappa: s.kappa,
+        seeds: s.seeds,
+        noise_multiplier: sigma_ft,
+        final_batch_size: q * n as f64,
+        clip: t.clip,
+        lr: t.lr,
+        optimizer: t.optimizer,
+        max_seq_len: s.max_seq_len,
+        max_tokens: t.max_tokens,
+        init_seed: 0,
+        seed: r.seed.unwrap_or(0),
+    };
+    let device = Device::Cpu;
+    let source = || Ok(Model::load(&paths.model, &device)?);
+    let selection = select(&synthetic, &source, &select_config, progress)?;
+    crate::write_json(&out.join("selection.json"), &selection)?;
+    Ok(selection)
+}
+
+/// Stage 3 in the run folder `out` (after [`run_select`]): DP fine-tuning of the chosen set on
+/// the private split, then `model/`, `metrics.json`, `report.md` and `selection.svg`.
+pub fn run_train(
+    out: &Path,
+    paths: &ResolvedPaths,
+    private: &PrivateData,
+    progress: &mut dyn Progress,
+) -> Result<RunMetrics> {
+    let config = RunConfig::load(&out.join("config.toml"))?;
+    let selection: Selection = read_json(&out.join("selection.json"))?;
+    let synth_report: SynthReport = read_json(&out.join("synth.json"))?;
+    let ledger_path = out.join("ledger.json");
+    let (r, t) = (&config.run, &config.train);
+    let test = load_test(r, private.labels())?;
+    let n = private.len();
+    let (_, _, sigma_ft) = train_plan(&config, n, &ledger_path)?;
+    progress.message(&format!(
+        "stage 3/3: DP fine-tuning {}",
+        selection.chosen_spec
+    ));
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let train_config = TrainConfig {
+        task: r.task,
+        trainable: selection.chosen_spec.clone(),
+        duration: Duration::Epochs(t.epochs),
+        batch_size: t.batch_size,
+        clip: t.clip,
+        automatic_clip_gamma: None,
+        lr: t.lr,
+        optimizer: t.optimizer,
+        warmup_steps: 0,
+        privacy: PrivacyTarget::Private {
+            epsilon: r.epsilon,
+            delta: r.delta,
+        },
+        max_tokens: t.max_tokens,
+        max_seq_len: t.max_seq_len,
+        eval_every: None,
+        log_every: 1,
+        checkpoint_every: None,
+        seed: r.seed,
+        init_seed: 0,
+    };
+    let options = TrainerOptions {
+        shared_ledger: Some(ledger_path.clone()),
+        purpose: None,
+        prefix_cache: true,
+    };
+    let mut trainer = DpTrainer::new_with(
+        train_config,
+        Model::load(&paths.model, &device)?,
+        TrainData::Dataset(private.dataset()),
+        test.as_ref(),
+        &out.join("train"),
+        Start::Fresh,
+        &options,
+    )?;
+    let plan = trainer.plan().clone();
+    if (plan.noise_multiplier - sigma_ft).abs() > 1e-9 * sigma_ft {
+        return Err(SelftError::Config(format!(
+            "the fine-tuning σ {} differs from the σ {sigma_ft} selection was matched to",
+            plan.noise_multiplier
+        )));
+    }
+    let summary = trainer.run(progress)?;
+    dpselft_model::save::save_hf(trainer.model(), &out.join("model"))?;
+    let train_s = started.elapsed().as_secs_f64();
+
+    // The ledger's account, per stage and in total.
+    let ledger = PrivacyLedger::open(&ledger_path)?;
+    let stage_eps = |purposes: &[&str]| -> Result<f64> {
+        let ms: Vec<Mechanism> = ledger
+            .entries()
+            .iter()
+            .filter(|e| purposes.iter().any(|p| e.purpose.starts_with(p)))
+            .map(|e| e.mechanism())
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(PldAccountant::default().epsilon(&ms, r.delta)?)
+    };
+    let spent = ledger.spent();
+    let metrics = RunMetrics {
+        test: summary.eval.clone(),
+        majority_accuracy: test
+            .as_ref()
+            .and_then(|t| majority_accuracy(private.dataset(), t)),
+        target_epsilon: r.epsilon,
+        delta: r.delta,
+        epsilon_pld: spent.pld.epsilon.unwrap_or(f64::INFINITY),
+        epsilon_rdp: spent.rdp.epsilon,
+        stages: vec![
+            StageSummary {
+                stage: "synth".into(),
+                wall_s: synth_report.wall_s,
+                epsilon: stage_eps(&[PURPOSE_HISTOGRAM, PURPOSE_GENERATOR])?,
+            },
+            StageSummary {
+                stage: "select".into(),
+                wall_s: selection.wall_s,
+                epsilon: 0.0,
+            },
+            StageSummary {
+                stage: "train".into(),
+                wall_s: train_s,
+                epsilon: stage_eps(&[dpselft_dp::trainer::LEDGER_PURPOSE])?,
+            },
+        ],
+        train_sigma: plan.noise_multiplier,
+        train_steps: plan.total_steps,
+        train_sampling_rate: plan.sampling_rate,
+        train_examples: n,
+        chosen_spec: selection.chosen_spec.clone(),
+        trainable_params: plan.trainable_scalars,
+        seeded: r.seed.is_some(),
+        wall_s: synth_report.wall_s + selection.wall_s + train_s,
+    };
+    crate::write_json(&out.join("metrics.json"), &metrics)?;
+    crate::report::write_report(out, &config, &synth_report, &selection, &metrics)?;
+    Ok(metrics)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+    serde_json::from_str(&text).map_err(|e| SelftError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Loads the private train split (a seeded subset if `train_limit` is set).
+pub fn load_private(r: &RunSection) -> Result<PrivateData> {
+    let mut train = load_dataset(&r.train_data, &LoadOptions::default())?;
+    if let Some(limit) = r.train_limit {
+        subset(&mut train, limit, r.seed.unwrap_or(0));
+    }
+    Ok(PrivateData::new(train))
+}
+
+/// Loads the test split, if any (a seeded subset if `test_limit` is set), with the training
+/// split's labels.
+fn load_test(r: &RunSection, labels: &[String]) -> Result<Option<Dataset>> {
+    let Some(path) = &r.test_data else {
+        return Ok(None);
+    };
+    let options = LoadOptions {
+        known_labels: (!labels.is_empty()).then(|| labels.to_vec()),
+        min_examples_per_label: 0,
+        ..LoadOptions::default()
+    };
+    let mut t = load_dataset(path, &options)?;
+    if let Some(limit) = r.test_limit {
+        subset(&mut t, limit, r.seed.unwrap_or(0) ^ 1);
+    }
+    Ok(Some(t))
+}
+
+/// Keeps a seeded random subset of `limit` examples (in file order). Public randomness: which
+/// examples a run uses is chosen before, and independently of, any training.
+pub fn subset(data: &mut Dataset, limit: usize, seed: u64) {
+    if data.len() <= limit {
+        return;
+    }
+    let mut rng = dpselft_dp::NoiseRng::from_seed(seed);
+    let mut idx: Vec<usize> = (0..data.len()).collect();
+    for i in (1..idx.len()).rev() {
+        let j = ((rng.uniform_f64() * (i + 1) as f64) as usize).min(i);
+        idx.swap(i, j);
+    }
+    let mut keep = idx[..limit].to_vec();
+    keep.sort_unstable();
+    data.examples = keep.iter().map(|&i| data.examples[i].clone()).collect();
+}
+
+fn majority_accuracy(train: &Dataset, test: &Dataset) -> Option<f64> {
+    let counts = train.label_counts();
+    let top = (0..counts.len()).max_by_key(|&i| counts[i])?;
+    let hits = test
+        .examples
+        .iter()
+        .filter(|e| e.label == Some(top))
+        .count();
+    (!test.is_empty()).then(|| hits as f64 / test.len() as f64)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    dpselft_fsio::write_bytes_atomic(path, text.as_bytes()).map_err(|e| io_err(path, e))
+}

@@ -1,0 +1,208 @@
+//! `report.md` and `selection.svg`: the run explained to a person.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::error::{Result, io_err};
+use crate::pipeline::{RunConfig, RunMetrics};
+use crate::select::{CandidateResult, Selection};
+use crate::synth::SynthReport;
+
+/// Writes `report.md` and the candidate chart `selection.svg` into the run folder.
+pub fn write_report(
+    out: &Path,
+    config: &RunConfig,
+    synth: &SynthReport,
+    selection: &Selection,
+    metrics: &RunMetrics,
+) -> Result<()> {
+    let svg = candidates_svg(&selection.candidates, &selection.chosen);
+    let svg_path = out.join("selection.svg");
+    dpselft_fsio::write_bytes_atomic(&svg_path, svg.as_bytes())
+        .map_err(|e| io_err(&svg_path, e))?;
+    let md = report_markdown(config, synth, selection, metrics);
+    let md_path = out.join("report.md");
+    dpselft_fsio::write_bytes_atomic(&md_path, md.as_bytes()).map_err(|e| io_err(&md_path, e))
+}
+
+/// The Markdown report.
+pub fn report_markdown(
+    config: &RunConfig,
+    synth: &SynthReport,
+    selection: &Selection,
+    m: &RunMetrics,
+) -> String {
+    let r = &config.run;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# dpselft run: {} on {}\n",
+        r.model,
+        r.train_data.display()
+    );
+    if let Some(t) = &m.test {
+        match (t.accuracy, t.macro_f1) {
+            (Some(acc), Some(f1)) => {
+                let _ = writeln!(
+                    s,
+                    "**Test accuracy {acc:.4}**, macro-F1 {f1:.4} on {} held-out examples{}.\n",
+                    t.examples,
+                    m.majority_accuracy
+                        .map(|a| format!(" (majority class: {a:.4})"))
+                        .unwrap_or_default()
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "**Test perplexity {:.3}** on {} held-out examples.\n",
+                    t.perplexity.unwrap_or(f64::NAN),
+                    t.examples
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Privacy: (ε, δ) = ({:.4}, {:e}) spent of the target ({}, {:e}) — PLD accountant, \
+         add/remove-one adjacency, all mechanisms composed{}.{}\n",
+        m.epsilon_pld,
+        m.delta,
+        m.target_epsilon,
+        m.delta,
+        m.epsilon_rdp
+            .map(|e| format!("; RDP would certify ε = {e:.4}"))
+            .unwrap_or_default(),
+        if m.seeded {
+            " **Seeded run: the noise is reproducible from the seed (an experiment, not a \
+             release).**"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(s, "## Stages\n");
+    let _ = writeln!(s, "| stage | wall time | ε alone (PLD) | what it did |");
+    let _ = writeln!(s, "|---|---:|---:|---|");
+    let what = [
+        format!(
+            "histogram σ = {}, generator `{}` σ = {:.4} (q = {:.4}, {} steps); {} texts kept",
+            synth
+                .histogram_sigma
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "–".into()),
+            config.synth.trainable,
+            synth.generator_sigma,
+            synth.generator_sampling_rate,
+            config.synth.steps,
+            synth.samples_per_label.iter().sum::<usize>()
+        ),
+        format!(
+            "{} candidates, {:?} perturbation, τ = {} → `{}`",
+            selection.candidates.len(),
+            selection.config.perturbation,
+            selection.config.steps,
+            selection.chosen_spec
+        ),
+        format!(
+            "σ = {:.4}, q = {:.4}, {} steps on n = {}, {} trainable parameters",
+            m.train_sigma,
+            m.train_sampling_rate,
+            m.train_steps,
+            m.train_examples,
+            m.trainable_params
+        ),
+    ];
+    for (st, w) in m.stages.iter().zip(&what) {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} s | {:.4} | {} |",
+            st.stage, st.wall_s, st.epsilon, w
+        );
+    }
+    let _ = writeln!(s, "\nTotal wall time: {:.0} s.\n", m.wall_s);
+    let _ = writeln!(s, "## Layer selection\n");
+    let _ = writeln!(s, "![candidate scores](selection.svg)\n");
+    let _ = writeln!(
+        s,
+        "| round | set | parameters | radius ρ | S_val score | S_val loss |"
+    );
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
+    for c in &selection.candidates {
+        let mark = if c.blocks == selection.chosen {
+            " **←**"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "| {} | `{}`{} | {} | {:.3e} | {:.4} | {:.4} |",
+            c.round, c.spec, mark, c.params, c.radius, c.score, c.loss
+        );
+    }
+    let _ = writeln!(s, "\n## Synthetic examples\n");
+    for (label, text) in &synth.examples {
+        let short: String = text.chars().take(200).collect();
+        let _ = writeln!(s, "- *{label}*: {short}");
+    }
+    s
+}
+
+/// A horizontal bar chart of the candidates' scores (the chosen set highlighted).
+pub fn candidates_svg(candidates: &[CandidateResult], chosen: &[usize]) -> String {
+    let row = 22.0;
+    let (left, width) = (190.0, 420.0);
+    let height = 40.0 + row * candidates.len() as f64;
+    let lo = candidates
+        .iter()
+        .map(|c| c.score)
+        .fold(f64::INFINITY, f64::min);
+    let hi = candidates
+        .iter()
+        .map(|c| c.score)
+        .fold(f64::NEG_INFINITY, f64::max);
+    // Bars start a little below the lowest score so differences stay visible.
+    let base = if lo.is_finite() {
+        lo - 0.1 * (hi - lo).max(1e-3)
+    } else {
+        0.0
+    };
+    let span = (hi - base).max(1e-9);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="12">"#,
+        left + width + 80.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="8" y="18" font-weight="bold">S_val score per candidate set (chosen in orange)</text>"#
+    );
+    for (i, c) in candidates.iter().enumerate() {
+        let y = 30.0 + row * i as f64;
+        let w = width * (c.score - base) / span;
+        let color = if c.blocks == chosen {
+            "#e8710a"
+        } else {
+            "#4a7ebb"
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{left}" y="{y}" width="{w:.1}" height="{}" fill="{color}"/><text x="{}" y="{}">{:.4}</text>"#,
+            left - 6.0,
+            y + 14.0,
+            xml_escape(&c.spec),
+            row - 6.0,
+            left + w + 4.0,
+            y + 14.0,
+            c.score
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml_escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,237 @@
+//! The selection stage on a tiny random BERT and a small synthetic folder: the perturbation
+//! regimes (worst-case radius ∝ √d; κ = 0 and σ = 0 reduce to plain clipped training; gaussian
+//! noise of the DP scale changes the result), the candidate strategies, and the helpers of the
+//! synthetic stage.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+use dpselft_dp::{OptimizerKind, Task};
+use dpselft_model::{BertConfig, Model, ModelConfig};
+use dpselft_selft::select::{Candidates, Perturbation, SelectConfig, candidate_sets, select};
+use dpselft_selft::synth::{apportion, filter_texts, label_prompt};
+use dpselft_selft::{SelftError, SyntheticData};
+
+const WORDS: [&str; 12] = [
+    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
+];
+
+fn tokenizer() -> tokenizers::Tokenizer {
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[PAD]".into(), 0.into());
+    vocab.insert("[UNK]".into(), 1.into());
+    for (i, w) in WORDS.iter().enumerate() {
+        vocab.insert((*w).into(), (i + 2).into());
+    }
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    tokenizers::Tokenizer::from_str(&json.to_string()).unwrap()
+}
+
+/// Three blocks of different widths would need different configs; instead the sets differ in
+/// size (1 or 2 blocks), which is what the radius must track.
+fn tiny_bert() -> dpselft_selft::Result<Model> {
+    let cfg = ModelConfig::Bert(BertConfig {
+        vocab_size: 16,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 3,
+        ..BertConfig::tiny()
+    });
+    let mut m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu)?;
+    m.tokenizer = Some(tokenizer());
+    Ok(m)
+}
+
+fn write_split(path: &Path, n: usize, seed: usize) {
+    let mut lines = String::new();
+    for i in 0..n {
+        let label = i % 2;
+        let len = 2 + (i * 7 + seed) % 4;
+        let words: Vec<&str> = (0..len)
+            .map(|k| WORDS[label * 6 + (i * 5 + k * 3 + seed) % 6])
+            .collect();
+        let name = if label == 0 { "colour" } else { "animal" };
+        lines += &format!(
+            "{}\n",
+            serde_json::json!({"text": words.join(" "), "label": name})
+        );
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+fn synthetic(dir: &Path) -> SyntheticData {
+    write_split(&dir.join("train.jsonl"), 64, 1);
+    write_split(&dir.join("val.jsonl"), 20, 2);
+    let manifest = serde_json::json!({
+        "generator": "test", "labels": ["colour", "animal"], "epsilon": 0.5, "delta": 1e-5,
+        "sampled": 84, "dropped_short": 0, "dropped_duplicate": 0, "train": 64, "val": 20,
+        "private_examples": 1000
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    SyntheticData::load(dir).unwrap()
+}
+
+fn config(perturbation: Perturbation) -> SelectConfig {
+    SelectConfig {
+        task: Task::Classify,
+        candidates: Candidates::Windows(2),
+        perturbation,
+        steps: 4,
+        batch_size: 16,
+        kappa: 1.0,
+        seeds: 1,
+        noise_multiplier: 1.5,
+        final_batch_size: 64.0,
+        clip: 1.0,
+        lr: 0.05,
+        optimizer: OptimizerKind::default(),
+        max_seq_len: 16,
+        max_tokens: 128,
+        init_seed: 3,
+        seed: 9,
+    }
+}
+
+#[test]
+fn worst_case_radius_grows_as_the_square_root_of_the_set_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let c = config(Perturbation::WorstCase);
+    let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    assert_eq!(sel.candidates.len(), 3 + 2, "windows:2 over 3 blocks");
+    for r in &sel.candidates {
+        let want = c.kappa * c.lr * c.noise_multiplier * c.clip * (r.params as f64).sqrt()
+            / c.final_batch_size;
+        assert!(
+            (r.radius - want).abs() <= 1e-12 * want,
+            "{} vs {want}",
+            r.radius
+        );
+    }
+    let one = sel.candidates.iter().find(|r| r.blocks.len() == 1).unwrap();
+    let two = sel.candidates.iter().find(|r| r.blocks.len() == 2).unwrap();
+    assert!(two.params > one.params && two.radius > one.radius);
+    let ratio = two.radius / one.radius;
+    assert!((ratio - (two.params as f64 / one.params as f64).sqrt()).abs() < 1e-9);
+    assert!(sel.chosen_spec.starts_with("head,block."));
+}
+
+#[test]
+fn zero_radius_and_zero_noise_reduce_to_plain_clipped_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let scores = |c: &SelectConfig| -> Vec<(f64, f64)> {
+        let sel = select(&data, &tiny_bert, c, &mut ()).unwrap();
+        sel.candidates.iter().map(|r| (r.score, r.loss)).collect()
+    };
+    let none = scores(&config(Perturbation::None));
+    let mut kappa0 = config(Perturbation::WorstCase);
+    kappa0.kappa = 0.0;
+    let mut sigma0 = config(Perturbation::Gaussian);
+    sigma0.noise_multiplier = 0.0;
+    assert_eq!(scores(&kappa0), none);
+    assert_eq!(scores(&sigma0), none);
+    // With the real radius and real noise the training changes.
+    assert_ne!(scores(&config(Perturbation::WorstCase)), none);
+    assert_ne!(scores(&config(Perturbation::Gaussian)), none);
+}
+
+#[test]
+fn greedy_grows_only_while_the_score_improves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let mut c = config(Perturbation::WorstCase);
+    c.candidates = Candidates::Greedy(3);
+    let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    let singles: Vec<_> = sel.candidates.iter().filter(|r| r.round == 1).collect();
+    assert_eq!(singles.len(), 3);
+    // Every later round extends the best set of the round before by one block.
+    for round in 2..=3 {
+        let this: Vec<_> = sel.candidates.iter().filter(|r| r.round == round).collect();
+        for r in &this {
+            assert_eq!(r.blocks.len(), round);
+        }
+    }
+    let chosen = sel
+        .candidates
+        .iter()
+        .find(|r| r.blocks == sel.chosen)
+        .unwrap();
+    for r in &sel.candidates {
+        assert!(
+            r.score <= chosen.score,
+            "chosen {chosen:?} but {r:?} scored higher"
+        );
+    }
+}
+
+#[test]
+fn candidate_strategies_parse_and_enumerate() {
+    assert_eq!(
+        "greedy:2".parse::<Candidates>().unwrap(),
+        Candidates::Greedy(2)
+    );
+    assert_eq!(
+        "windows:3".parse::<Candidates>().unwrap(),
+        Candidates::Windows(3)
+    );
+    assert_eq!(
+        "singles".parse::<Candidates>().unwrap(),
+        Candidates::Singles
+    );
+    for bad in ["greedy", "greedy:0", "window:2", "all"] {
+        assert!(
+            matches!(bad.parse::<Candidates>(), Err(SelftError::Config(_))),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        candidate_sets(Candidates::Windows(2), 3),
+        vec![vec![0], vec![1], vec![2], vec![0, 1], vec![1, 2]]
+    );
+    assert_eq!(
+        candidate_sets(Candidates::Singles, 2),
+        vec![vec![0], vec![1]]
+    );
+}
+
+#[test]
+fn synthetic_folders_need_their_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_split(&tmp.path().join("train.jsonl"), 10, 1);
+    write_split(&tmp.path().join("val.jsonl"), 4, 2);
+    let err = SyntheticData::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("dpselft synth"),
+        "{err}"
+    );
+}
+
+#[test]
+fn apportion_follows_the_noisy_histogram() {
+    assert_eq!(apportion(&[10.0, 30.0, -5.0, 60.0], 10), vec![1, 3, 0, 6]);
+    assert_eq!(apportion(&[1.0, 1.0, 1.0], 10).iter().sum::<usize>(), 10);
+    assert_eq!(apportion(&[-1.0, -2.0], 5), vec![3, 2], "all ≤ 0: uniform");
+    assert_eq!(apportion(&[], 5), Vec::<usize>::new());
+}
+
+#[test]
+fn filtering_drops_short_and_duplicate_texts() {
+    let texts = vec![
+        (Some(0), "a fine  long\ntext".to_string()),
+        (Some(1), "A fine long text".to_string()),
+        (Some(0), "tiny".to_string()),
+        (Some(1), "another text here".to_string()),
+    ];
+    let (kept, short, dup) = filter_texts(texts, 8);
+    assert_eq!((short, dup), (1, 1));
+    assert_eq!(kept[0].1, "a fine long text");
+    assert_eq!(kept.len(), 2);
+    assert_eq!(label_prompt("science_fiction"), "science fiction\n");
+}
