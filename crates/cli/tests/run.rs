@@ -286,6 +286,8 @@ lr = 0.01
         epsilons: vec![2.0, 6.0],
         seeds: 1,
         scale: Scale::Small,
+        train_limit: None,
+        test_limit: None,
         methods_file: MethodsFile::load(&tmp.path().join("methods.toml")).unwrap(),
         out: tmp.path().join("grid"),
     };

@@ -134,8 +134,12 @@ pub struct UtilityBench {
     pub epsilons: Vec<f64>,
     /// Seeds 0..seeds.
     pub seeds: u64,
-    /// Data subsets and stage sizes.
+    /// Stage sizes of dp-selft (the preset's data subsets are replaced by the two limits).
     pub scale: Scale,
+    /// Seeded subset of the training split for every method (`None`: all of it).
+    pub train_limit: Option<usize>,
+    /// Seeded subset of the test split (`None`: all of it).
+    pub test_limit: Option<usize>,
     /// The methods file.
     pub methods_file: MethodsFile,
     /// Output folder.
@@ -299,6 +303,10 @@ fn run_cell(
             config.run.epsilon = cell.epsilon.unwrap_or(f64::INFINITY);
             config.run.delta = d.delta;
             config.run.seed = Some(cell.seed);
+            // The same subsets as the baselines, whatever the cell's seed.
+            config.run.train_limit = bench.train_limit;
+            config.run.test_limit = bench.test_limit;
+            config.run.subset_seed = 0;
             config.select.perturbation = perturbation;
             config.train.lr = settings.lr;
             config.train.batch_size = d.batch_size;
@@ -327,9 +335,8 @@ fn run_cell(
                     )));
                 }
             };
-            let scale = RunConfig::preset(bench.scale).run;
             let mut train = load_dataset(&bench.train_data, &LoadOptions::default())?;
-            if let Some(l) = scale.train_limit {
+            if let Some(l) = bench.train_limit {
                 subset(&mut train, l, 0);
             }
             let test_options = LoadOptions {
@@ -338,7 +345,7 @@ fn run_cell(
                 ..LoadOptions::default()
             };
             let mut test = load_dataset(&bench.test_data, &test_options)?;
-            if let Some(l) = scale.test_limit {
+            if let Some(l) = bench.test_limit {
                 subset(&mut test, l, 1);
             }
             let privacy = match (kind, cell.epsilon) {

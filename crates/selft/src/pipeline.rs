@@ -79,6 +79,9 @@ pub struct RunSection {
     pub test_limit: Option<usize>,
     /// Seed for a reproducible run (noise included; the ledger says so). `None`: the OS.
     pub seed: Option<u64>,
+    /// Seed of the data subsets (`train_limit`, `test_limit`); public randomness, independent of
+    /// `seed` so that runs with different seeds see the same subsets.
+    pub subset_seed: u64,
 }
 
 impl Default for RunSection {
@@ -95,6 +98,7 @@ impl Default for RunSection {
             train_limit: Some(3000),
             test_limit: Some(1000),
             seed: None,
+            subset_seed: 0,
         }
     }
 }
@@ -545,7 +549,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn load_private(r: &RunSection) -> Result<PrivateData> {
     let mut train = load_dataset(&r.train_data, &LoadOptions::default())?;
     if let Some(limit) = r.train_limit {
-        subset(&mut train, limit, r.seed.unwrap_or(0));
+        subset(&mut train, limit, r.subset_seed);
     }
     Ok(PrivateData::new(train))
 }
@@ -563,7 +567,7 @@ fn load_test(r: &RunSection, labels: &[String]) -> Result<Option<Dataset>> {
     };
     let mut t = load_dataset(path, &options)?;
     if let Some(limit) = r.test_limit {
-        subset(&mut t, limit, r.seed.unwrap_or(0) ^ 1);
+        subset(&mut t, limit, r.subset_seed ^ 1);
     }
     Ok(Some(t))
 }

@@ -397,7 +397,7 @@ fn train_candidate(
         let mut train_cache = sets.train.at(&model, low, config.max_tokens)?;
         let mut val_cache = sets.val.at(&model, low, config.max_tokens)?;
         let seed = config.seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut trainer = CandidateTrainer::new(&model, &params, config, radius, seed)?;
+        let mut trainer = CandidateTrainer::new(&params, config, radius, seed)?;
         for _ in 0..config.steps {
             trainer.step(&model, &params, &sets.train.set, &mut train_cache)?;
         }
@@ -434,13 +434,11 @@ struct CandidateTrainer {
 
 impl CandidateTrainer {
     fn new(
-        model: &Model,
         params: &TrainableParams,
         config: &SelectConfig,
         radius: f64,
         seed: u64,
     ) -> Result<Self> {
-        let _ = model;
         let b = config.batch_size as f64;
         // `gaussian`: the final run adds N(0, σ²C²)/B to the mean gradient; with the selection's
         // own batch b the optimizer divides by b, so the noise on the sum is σ·(b/B)·C.

@@ -34,6 +34,14 @@ pub struct UtilityArgs {
     /// Data subsets and stage sizes: small (the `dpselft run` default) or full.
     #[arg(long, value_enum, default_value = "small")]
     pub scale: super::run::ScaleArg,
+    /// Seeded subset of the training split for every method [default: the scale's: 3000 for
+    /// small, all for full; 0 = all].
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Seeded subset of the test split [default: the scale's: 1000 for small, all for full;
+    /// 0 = all].
+    #[arg(long)]
+    pub test_limit: Option<usize>,
     /// The committed per-method hyperparameters.
     #[arg(long, default_value = "bench/methods.toml")]
     pub methods_file: PathBuf,
@@ -76,6 +84,16 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
         model: resolve_model(&args.model, args.assets.as_deref())?,
         generator: resolve_model(&args.generator, args.assets.as_deref())?,
     };
+    let scale = match args.scale {
+        super::run::ScaleArg::Small => Scale::Small,
+        super::run::ScaleArg::Full => Scale::Full,
+    };
+    let preset = dpselft_selft::RunConfig::preset(scale).run;
+    let limit = |given: Option<usize>, default: Option<usize>| match given {
+        Some(0) => None,
+        Some(l) => Some(l),
+        None => default,
+    };
     let bench = UtilityBench {
         task: task.name().to_string(),
         train_data,
@@ -86,10 +104,9 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
         methods: args.methods.clone(),
         epsilons: args.epsilons.clone(),
         seeds: args.seeds,
-        scale: match args.scale {
-            super::run::ScaleArg::Small => Scale::Small,
-            super::run::ScaleArg::Full => Scale::Full,
-        },
+        scale,
+        train_limit: limit(args.train_limit, preset.train_limit),
+        test_limit: limit(args.test_limit, preset.test_limit),
         methods_file,
         out: args.out.clone(),
     };
