@@ -95,7 +95,7 @@ impl Default for RunSection {
             epsilon: 3.0,
             delta: 1e-5,
             synth_fraction: 0.2,
-            train_limit: Some(3000),
+            train_limit: Some(1500),
             test_limit: Some(1000),
             seed: None,
             subset_seed: 0,
@@ -160,7 +160,7 @@ pub struct TrainSection {
 impl Default for TrainSection {
     fn default() -> Self {
         Self {
-            batch_size: 256,
+            batch_size: 128,
             clip: 1.0,
             lr: 5e-3,
             epochs: 3.0,

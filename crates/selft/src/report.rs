@@ -97,7 +97,7 @@ pub fn report_markdown(
             synth.samples_per_label.iter().sum::<usize>()
         ),
         format!(
-            "{} candidates, {:?} perturbation, τ = {} → `{}`",
+            "{} candidates, {} perturbation, τ = {} → `{}`",
             selection.candidates.len(),
             selection.config.perturbation,
             selection.config.steps,
@@ -122,6 +122,13 @@ pub fn report_markdown(
     let _ = writeln!(s, "\nTotal wall time: {:.0} s.\n", m.wall_s);
     let _ = writeln!(s, "## Layer selection\n");
     let _ = writeln!(s, "![candidate scores](selection.svg)\n");
+    let _ = writeln!(
+        s,
+        "Scores are measured on the synthetic validation split ({} examples): differences \
+         smaller than one example ({:.4}) are noise.\n",
+        synth.val_examples,
+        1.0 / synth.val_examples.max(1) as f64
+    );
     let _ = writeln!(
         s,
         "| round | set | parameters | radius ρ | S_val score | S_val loss |"

@@ -90,6 +90,16 @@ pub enum Perturbation {
     None,
 }
 
+impl std::fmt::Display for Perturbation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WorstCase => "worst-case",
+            Self::Gaussian => "gaussian",
+            Self::None => "none",
+        })
+    }
+}
+
 impl std::str::FromStr for Perturbation {
     type Err = SelftError;
     fn from_str(s: &str) -> Result<Self> {

@@ -148,6 +148,8 @@ pub struct SynthReport {
     pub generate_s: f64,
     /// Seconds for the whole stage.
     pub wall_s: f64,
+    /// Size of S_val.
+    pub val_examples: usize,
     /// A few synthetic examples (label, text), for the report.
     pub examples: Vec<(String, String)>,
 }
@@ -328,6 +330,7 @@ pub fn synthesize(
         train_s,
         generate_s,
         wall_s: stage_started.elapsed().as_secs_f64(),
+        val_examples: val.len(),
         examples,
     };
     Ok((SyntheticData::from_parts(train, val, manifest), report))

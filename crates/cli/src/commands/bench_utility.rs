@@ -34,7 +34,7 @@ pub struct UtilityArgs {
     /// Data subsets and stage sizes: small (the `dpselft run` default) or full.
     #[arg(long, value_enum, default_value = "small")]
     pub scale: super::run::ScaleArg,
-    /// Seeded subset of the training split for every method [default: the scale's: 3000 for
+    /// Seeded subset of the training split for every method [default: the scale's: 1500 for
     /// small, all for full; 0 = all].
     #[arg(long)]
     pub train_limit: Option<usize>,
