@@ -50,8 +50,8 @@ pub struct EncodedSet {
 
 impl EncodedSet {
     /// Tokenizes `data` for `model` and `task`: special tokens for encoders (as the model's
-    /// `encode_batch`), none for decoders; at most `max_len` tokens per example (an encoder keeps
-    /// its final `[SEP]`). Classification needs every example labelled; a language-model task
+    /// `encode_batch`), none for decoders; at most `max_len` tokens per example, and never more
+    /// than the model's position table (an encoder keeps its final `[SEP]`). Classification needs every example labelled; a language-model task
     /// needs a decoder.
     pub fn new(model: &Model, data: &Dataset, task: Task, max_len: usize) -> Result<Self> {
         if max_len < 2 {
@@ -64,6 +64,8 @@ impl EncodedSet {
                 "task lm needs a causal (decoder) model; this is an encoder".into(),
             ));
         }
+        // Never longer than the model's position table (a longer request is cut, not an error).
+        let max_len = max_len.min(model.config.max_positions());
         let tok = model.tokenizer()?;
         let add_special = !model.is_decoder();
         let pad_id = model.special.pad.unwrap_or(0);
@@ -126,6 +128,7 @@ impl EncodedSet {
                 "prompted language modelling needs a causal (decoder) model".into(),
             ));
         }
+        let max_len = max_len.min(model.config.max_positions());
         let tok = model.tokenizer()?;
         let mut ids = Vec::with_capacity(pairs.len());
         let mut starts = Vec::with_capacity(pairs.len());

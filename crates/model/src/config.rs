@@ -310,6 +310,14 @@ impl ModelConfig {
         }
     }
 
+    /// The longest sequence the model takes (its position table).
+    pub fn max_positions(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) => c.max_position_embeddings,
+            ModelConfig::Llama(c) => c.max_position_embeddings,
+        }
+    }
+
     /// Model width.
     pub fn hidden_size(&self) -> usize {
         match self {

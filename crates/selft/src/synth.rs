@@ -417,12 +417,22 @@ fn sample_texts(
         };
         prompts.extend(std::iter::repeat_n((label, ids), n));
     }
+    // Prompt and continuation must fit the generator's position table.
+    let longest = prompts.iter().map(|(_, p)| p.len().max(1)).max().unwrap_or(1);
+    let room = generator.config.max_positions().saturating_sub(longest);
+    if room == 0 {
+        return Err(SelftError::Config(format!(
+            "the generator takes {} positions; the longest label prompt already has {longest}",
+            generator.config.max_positions()
+        )));
+    }
+    let max_new_tokens = config.max_new_tokens.min(room);
     progress.stage("synth: sampling texts", prompts.len() as u64);
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(config.generation_batch) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| p.clone()).collect();
         let params = SampleParams {
-            max_new_tokens: config.max_new_tokens,
+            max_new_tokens,
             temperature: config.temperature,
             top_p: config.top_p,
             seed: (rng.uniform_f64() * u64::MAX as f64) as u64,
