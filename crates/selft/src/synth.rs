@@ -418,7 +418,11 @@ fn sample_texts(
         prompts.extend(std::iter::repeat_n((label, ids), n));
     }
     // Prompt and continuation must fit the generator's position table.
-    let longest = prompts.iter().map(|(_, p)| p.len().max(1)).max().unwrap_or(1);
+    let longest = prompts
+        .iter()
+        .map(|(_, p)| p.len().max(1))
+        .max()
+        .unwrap_or(1);
     let room = generator.config.max_positions().saturating_sub(longest);
     if room == 0 {
         return Err(SelftError::Config(format!(
