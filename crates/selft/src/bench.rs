@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use dpselft_data::{LoadOptions, load_dataset};
 use dpselft_dp::{DpTrainer, Duration, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig};
 use dpselft_model::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
 use crate::error::{Result, SelftError, io_err};
-use crate::pipeline::{self, ResolvedPaths, RunConfig, Scale, subset};
+use crate::pipeline::{self, ResolvedPaths, RunConfig, RunSection, Scale};
 use crate::select::Perturbation;
 
 /// `bench/methods.toml`: settings shared by every method, and each method's own.
@@ -186,10 +185,7 @@ impl CellResult {
 pub fn random_blocks_spec(k: usize, num_blocks: usize, seed: u64) -> String {
     let mut rng = dpselft_dp::NoiseRng::from_seed(seed);
     let mut blocks: Vec<usize> = (0..num_blocks).collect();
-    for i in (1..blocks.len()).rev() {
-        let j = ((rng.uniform_f64() * (i + 1) as f64) as usize).min(i);
-        blocks.swap(i, j);
-    }
+    rng.shuffle(&mut blocks);
     let mut chosen = blocks[..k.min(num_blocks)].to_vec();
     chosen.sort_unstable();
     let mut spec = String::from("head");
@@ -335,19 +331,18 @@ fn run_cell(
                     )));
                 }
             };
-            let mut train = load_dataset(&bench.train_data, &LoadOptions::default())?;
-            if let Some(l) = bench.train_limit {
-                subset(&mut train, l, 0);
-            }
-            let test_options = LoadOptions {
-                known_labels: Some(train.labels.clone()),
-                min_examples_per_label: 0,
-                ..LoadOptions::default()
+            // The same loading and subsets as a dp-selft cell's pipeline.
+            let data = RunSection {
+                train_data: bench.train_data.clone(),
+                test_data: Some(bench.test_data.clone()),
+                train_limit: bench.train_limit,
+                test_limit: bench.test_limit,
+                subset_seed: 0,
+                ..RunSection::default()
             };
-            let mut test = load_dataset(&bench.test_data, &test_options)?;
-            if let Some(l) = bench.test_limit {
-                subset(&mut test, l, 1);
-            }
+            let private = pipeline::load_private(&data)?;
+            let test = pipeline::load_test(&data, private.labels())?
+                .ok_or_else(|| SelftError::Config("no test split".into()))?;
             let privacy = match (kind, cell.epsilon) {
                 (MethodKind::NonPrivate, _) | (_, None) => PrivacyTarget::NonPrivate,
                 (_, Some(epsilon)) => PrivacyTarget::Private {
@@ -374,8 +369,14 @@ fn run_cell(
                 seed: Some(cell.seed),
                 init_seed: 0,
             };
-            let mut trainer =
-                DpTrainer::new(config, model, &train, Some(&test), &dir, Start::Fresh)?;
+            let mut trainer = DpTrainer::new(
+                config,
+                model,
+                private.dataset(),
+                Some(&test),
+                &dir,
+                Start::Fresh,
+            )?;
             let summary = trainer.run(progress)?;
             let test = summary
                 .eval

@@ -556,7 +556,7 @@ pub fn load_private(r: &RunSection) -> Result<PrivateData> {
 
 /// Loads the test split, if any (a seeded subset if `test_limit` is set), with the training
 /// split's labels.
-fn load_test(r: &RunSection, labels: &[String]) -> Result<Option<Dataset>> {
+pub fn load_test(r: &RunSection, labels: &[String]) -> Result<Option<Dataset>> {
     let Some(path) = &r.test_data else {
         return Ok(None);
     };
@@ -580,10 +580,7 @@ pub fn subset(data: &mut Dataset, limit: usize, seed: u64) {
     }
     let mut rng = dpselft_dp::NoiseRng::from_seed(seed);
     let mut idx: Vec<usize> = (0..data.len()).collect();
-    for i in (1..idx.len()).rev() {
-        let j = ((rng.uniform_f64() * (i + 1) as f64) as usize).min(i);
-        idx.swap(i, j);
-    }
+    rng.shuffle(&mut idx);
     let mut keep = idx[..limit].to_vec();
     keep.sort_unstable();
     data.examples = keep.iter().map(|&i| data.examples[i].clone()).collect();

@@ -493,10 +493,7 @@ impl CandidateTrainer {
         while out.len() < self.batch_size.min(n) {
             if self.cursor == self.order.len() {
                 self.order = (0..n).collect();
-                for i in (1..n).rev() {
-                    let j = ((self.rng.uniform_f64() * (i + 1) as f64) as usize).min(i);
-                    self.order.swap(i, j);
-                }
+                self.rng.shuffle(&mut self.order);
                 self.cursor = 0;
             }
             out.push(self.order[self.cursor]);

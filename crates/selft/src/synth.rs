@@ -488,11 +488,7 @@ fn split(
             kept.len()
         )));
     }
-    // Fisher–Yates with the stage's RNG.
-    for i in (1..kept.len()).rev() {
-        let j = ((rng.uniform_f64() * (i + 1) as f64) as usize).min(i);
-        kept.swap(i, j);
-    }
+    rng.shuffle(&mut kept);
     let n_val = ((kept.len() as f64 * val_fraction).round() as usize).clamp(1, kept.len() - 1);
     let val_part = kept.split_off(kept.len() - n_val);
     let to_dataset = |part: Vec<(Option<usize>, String)>| Dataset {
