@@ -11,10 +11,7 @@ use dpselft_data::{LabelRequirement, LoadOptions, load_dataset};
 use dpselft_dp::{EncodedSet, Task, TrainableParams, per_example_loss};
 use dpselft_model::trainable::{self, TrainableSpec};
 use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling};
-
-const WORDS: [&str; 12] = [
-    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
-];
+use dpselft_testkit::{PAD_UNK_EOS, WORDS, save_random_model};
 
 fn dpselft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dpselft"))
@@ -46,22 +43,7 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
 
 /// A tiny random model with a word-level tokenizer (ids 3..15), saved under `dir`.
 fn tiny_model(dir: &Path, cfg: ModelConfig) {
-    let m = Model::random(cfg, 0.3, 11, DType::F32, &Device::Cpu).unwrap();
-    dpselft_model::save::save_hf(&m, dir).unwrap();
-    let mut vocab = serde_json::Map::new();
-    for (i, w) in ["[PAD]", "[UNK]", "[EOS]"].iter().enumerate() {
-        vocab.insert((*w).into(), i.into());
-    }
-    for (i, w) in WORDS.iter().enumerate() {
-        vocab.insert((*w).into(), (i + 3).into());
-    }
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    save_random_model(dir, cfg, 0.3, 11, PAD_UNK_EOS);
 }
 
 /// Nine labelled examples of 2–10 words, as JSONL (three labels, not in sorted order).

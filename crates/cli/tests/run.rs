@@ -6,12 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use candle_core::{DType, Device};
-use dpselft_model::{BertConfig, LlamaConfig, Model, ModelConfig};
-
-const WORDS: [&str; 12] = [
-    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
-];
+use dpselft_testkit::{
+    save_random_model, tiny_bert_config, tiny_llama_config, write_colour_animal_jsonl,
+};
 
 fn dpselft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dpselft"))
@@ -28,63 +25,29 @@ fn ok(out: &Output) {
     );
 }
 
-/// 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK], the label names, then WORDS.
-fn write_tokenizer(dir: &Path) {
-    let mut vocab = serde_json::Map::new();
-    for (i, w) in ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "colour", "animal"]
-        .iter()
-        .chain(WORDS.iter())
-        .enumerate()
-    {
-        vocab.insert((*w).into(), i.into());
-    }
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
-}
+/// 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK], the label names, then the words.
+const SPECIALS: &[&str] = &["[PAD]", "[BOS]", "[EOS]", "[UNK]", "colour", "animal"];
 
 fn tiny_models(root: &Path) {
-    let bert = ModelConfig::Bert(BertConfig {
-        vocab_size: 20,
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: 3,
-        ..BertConfig::tiny()
-    });
-    let m = Model::random(bert, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
-    dpselft_model::save::save_hf(&m, &root.join("target")).unwrap();
-    write_tokenizer(&root.join("target"));
-    let llama = ModelConfig::Llama(LlamaConfig {
-        vocab_size: 20,
-        hidden_size: 16,
-        intermediate_size: 24,
-        ..LlamaConfig::tiny(true)
-    });
-    let g = Model::random(llama, 0.3, 5, DType::F32, &Device::Cpu).unwrap();
-    dpselft_model::save::save_hf(&g, &root.join("generator")).unwrap();
-    write_tokenizer(&root.join("generator"));
+    save_random_model(
+        &root.join("target"),
+        tiny_bert_config(20, 3),
+        0.2,
+        11,
+        SPECIALS,
+    );
+    save_random_model(
+        &root.join("generator"),
+        tiny_llama_config(20, true),
+        0.3,
+        5,
+        SPECIALS,
+    );
 }
 
 /// Colours vs animals, as JSONL.
 fn data(path: &Path, n: usize, seed: usize) {
-    let mut lines = String::new();
-    for i in 0..n {
-        let label = i % 2;
-        let len = 3 + (i * 7 + seed) % 4;
-        let words: Vec<&str> = (0..len)
-            .map(|k| WORDS[label * 6 + (i * 5 + k * 3 + seed) % 6])
-            .collect();
-        let name = if label == 0 { "colour" } else { "animal" };
-        lines += &format!(
-            "{}\n",
-            serde_json::json!({"text": words.join(" "), "label": name})
-        );
-    }
-    std::fs::write(path, lines).unwrap();
+    write_colour_animal_jsonl(path, n, seed, 3);
 }
 
 const CONFIG: &str = r#"

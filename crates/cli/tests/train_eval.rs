@@ -5,12 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use candle_core::{DType, Device};
-use dpselft_model::{BertConfig, Model, ModelConfig};
-
-const WORDS: [&str; 12] = [
-    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
-];
+use dpselft_testkit::{PAD_UNK, save_random_model, tiny_bert_config, write_colour_animal_jsonl};
 
 fn dpselft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dpselft"))
@@ -30,45 +25,12 @@ fn json(out: &Output) -> serde_json::Value {
 
 /// A tiny random BERT with a word-level tokenizer, saved under `dir`.
 fn tiny_model(dir: &Path) {
-    let cfg = ModelConfig::Bert(BertConfig {
-        vocab_size: 16,
-        hidden_size: 16,
-        intermediate_size: 24,
-        ..BertConfig::tiny()
-    });
-    let m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
-    dpselft_model::save::save_hf(&m, dir).unwrap();
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("[PAD]".into(), 0.into());
-    vocab.insert("[UNK]".into(), 1.into());
-    for (i, w) in WORDS.iter().enumerate() {
-        vocab.insert((*w).into(), (i + 2).into());
-    }
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    save_random_model(dir, tiny_bert_config(16, 2), 0.2, 11, PAD_UNK);
 }
 
 /// Colours vs animals, as JSONL.
 fn data(path: &Path, n: usize, seed: usize) {
-    let mut lines = String::new();
-    for i in 0..n {
-        let label = i % 2;
-        let len = 2 + (i * 7 + seed) % 4;
-        let words: Vec<&str> = (0..len)
-            .map(|k| WORDS[label * 6 + (i * 5 + k * 3 + seed) % 6])
-            .collect();
-        let name = if label == 0 { "colour" } else { "animal" };
-        lines += &format!(
-            "{}\n",
-            serde_json::json!({"text": words.join(" "), "label": name})
-        );
-    }
-    std::fs::write(path, lines).unwrap();
+    write_colour_animal_jsonl(path, n, seed, 2);
 }
 
 #[test]

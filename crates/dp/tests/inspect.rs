@@ -4,35 +4,12 @@
 //! and Llama (language modelling, tied and untied) models, with token budgets that split the
 //! examples into several micro-batches. f32; ≤ 1e-5 relative.
 
-use std::str::FromStr;
-
 use candle_core::{DType, Device, Tensor};
 use dpselft_data::{Dataset, Example};
 use dpselft_dp::{EncodedSet, Task, TrainableParams, per_example_grad_norms, per_example_loss};
 use dpselft_model::trainable::{self, TrainableSpec};
 use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling};
-
-const WORDS: [&str; 12] = [
-    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
-];
-
-/// A word-level tokenizer over `WORDS` (ids 3..15; 0–2 are special).
-fn tokenizer() -> tokenizers::Tokenizer {
-    let mut vocab = serde_json::Map::new();
-    for (i, w) in ["[PAD]", "[UNK]", "[EOS]"].iter().enumerate() {
-        vocab.insert((*w).into(), i.into());
-    }
-    for (i, w) in WORDS.iter().enumerate() {
-        vocab.insert((*w).into(), (i + 3).into());
-    }
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    tokenizers::Tokenizer::from_str(&json.to_string()).unwrap()
-}
+use dpselft_testkit::{PAD_UNK_EOS, WORDS, word_tokenizer};
 
 /// Seven examples of 2–9 words (one longer than the maximum length, so it is truncated).
 fn dataset() -> Dataset {
@@ -56,7 +33,7 @@ fn dataset() -> Dataset {
 
 fn model(cfg: ModelConfig, classify: bool, spec: &str) -> Model {
     let mut m = Model::random(cfg, 0.3, 7, DType::F32, &Device::Cpu).unwrap();
-    m.tokenizer = Some(tokenizer());
+    m.tokenizer = Some(word_tokenizer(PAD_UNK_EOS));
     if classify {
         let pooling = if m.is_decoder() {
             Pooling::LastToken

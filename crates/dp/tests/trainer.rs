@@ -3,54 +3,19 @@
 //! descent on the summed loss; an interrupted and resumed run ends where an uninterrupted one
 //! does, with the same ledger.
 
-use std::str::FromStr;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use dpselft_data::{Dataset, Example};
 use dpselft_dp::{
     DpTrainer, Duration, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig, TrainableParams,
     per_example_loss,
 };
 use dpselft_model::trainable::{self, TrainableSpec};
-use dpselft_model::{Batch, BertConfig, Ctx, Model, ModelConfig, Pooling};
+use dpselft_model::{Batch, Ctx, Model, Pooling};
 use dpselft_privacy::PrivacyLedger;
-
-const WORDS: [&str; 12] = [
-    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
-];
-
-/// A word-level tokenizer over `WORDS` (ids 2..14; 0 = padding, 1 = unknown).
-fn tokenizer() -> tokenizers::Tokenizer {
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("[PAD]".into(), 0.into());
-    vocab.insert("[UNK]".into(), 1.into());
-    for (i, w) in WORDS.iter().enumerate() {
-        vocab.insert((*w).into(), (i + 2).into());
-    }
-    let json = serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": null,
-        "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    tokenizers::Tokenizer::from_str(&json.to_string()).unwrap()
-}
+use dpselft_testkit::{PAD_UNK, WORDS, random_model, tiny_bert_config};
 
 fn tiny_bert() -> Model {
-    let cfg = ModelConfig::Bert(BertConfig {
-        vocab_size: 16,
-        hidden_size: 16,
-        intermediate_size: 24,
-        ..BertConfig::tiny()
-    });
-    let mut m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
-    m.tokenizer = Some(tokenizer());
-    m
+    random_model(tiny_bert_config(16, 2), 0.2, 11, PAD_UNK)
 }
 
 /// An easy task: colours (label 0) or animals (label 1), 2–6 words each.

@@ -2,69 +2,22 @@
 //! mechanisms so that the composition meets the target), the frozen-prefix cache (same result
 //! as recomputing the prefix), and prompted LM examples (the loss covers the text only).
 
-use std::str::FromStr;
-
-use candle_core::{DType, Device, Tensor};
-use dpselft_data::{Dataset, Example};
+use candle_core::Tensor;
+use dpselft_data::Dataset;
 use dpselft_dp::{
     DpTrainer, Duration, EncodedSet, OptimizerKind, PrefixCache, PrivacyTarget, Start, Task,
     TrainConfig, TrainData, TrainerOptions, per_example_loss_masked,
 };
-use dpselft_model::{BertConfig, Ctx, LlamaConfig, Model, ModelConfig};
+use dpselft_model::{Ctx, LlamaConfig, Model, ModelConfig};
 use dpselft_privacy::{LedgerEntry, Mechanism, PldAccountant, PrivacyLedger};
-
-const WORDS: [&str; 12] = [
-    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
-];
-
-/// Word-level tokenizer: 0 [PAD], 1 [UNK], then WORDS.
-fn tokenizer() -> tokenizers::Tokenizer {
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("[PAD]".into(), 0.into());
-    vocab.insert("[UNK]".into(), 1.into());
-    for (i, w) in WORDS.iter().enumerate() {
-        vocab.insert((*w).into(), (i + 2).into());
-    }
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    tokenizers::Tokenizer::from_str(&json.to_string()).unwrap()
-}
+use dpselft_testkit::{PAD_UNK, colour_animal_dataset, random_model, tiny_bert_config};
 
 fn tiny_bert(layers: usize) -> Model {
-    let cfg = ModelConfig::Bert(BertConfig {
-        vocab_size: 16,
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: layers,
-        ..BertConfig::tiny()
-    });
-    let mut m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu).unwrap();
-    m.tokenizer = Some(tokenizer());
-    m
+    random_model(tiny_bert_config(16, layers), 0.2, 11, PAD_UNK)
 }
 
 fn dataset(n: usize) -> Dataset {
-    let examples = (0..n)
-        .map(|i| {
-            let label = i % 2;
-            let len = 2 + (i * 7) % 5;
-            let words: Vec<&str> = (0..len)
-                .map(|k| WORDS[label * 6 + (i * 5 + k * 3) % 6])
-                .collect();
-            Example {
-                text: words.join(" "),
-                label: Some(label),
-            }
-        })
-        .collect();
-    Dataset {
-        examples,
-        labels: vec!["colour".into(), "animal".into()],
-    }
+    colour_animal_dataset(n, 0, 2)
 }
 
 fn config(epsilon: f64) -> TrainConfig {
@@ -227,15 +180,13 @@ fn prefix_cache_advance_equals_direct_computation() {
     assert!(diff < 1e-5, "{diff}");
 }
 
-/// A tiny Llama with the word-level tokenizer (ids < 16).
+/// A tiny Llama (d = 8) with the word-level tokenizer (ids < 16).
 fn tiny_llama() -> Model {
     let cfg = ModelConfig::Llama(LlamaConfig {
         vocab_size: 16,
         ..LlamaConfig::tiny(true)
     });
-    let mut m = Model::random(cfg, 0.3, 5, DType::F32, &Device::Cpu).unwrap();
-    m.tokenizer = Some(tokenizer());
-    m
+    random_model(cfg, 0.3, 5, PAD_UNK)
 }
 
 #[test]

@@ -4,65 +4,22 @@
 //! synthetic stage.
 
 use std::path::Path;
-use std::str::FromStr;
 
-use candle_core::{DType, Device};
 use dpselft_dp::{OptimizerKind, Task};
-use dpselft_model::{BertConfig, Model, ModelConfig};
+use dpselft_model::Model;
 use dpselft_selft::select::{Candidates, Perturbation, SelectConfig, candidate_sets, select};
 use dpselft_selft::synth::{apportion, filter_texts, label_prompt};
 use dpselft_selft::{SelftError, SyntheticData};
-
-const WORDS: [&str; 12] = [
-    "red", "green", "blue", "pink", "gold", "teal", "dog", "cat", "cow", "owl", "eel", "yak",
-];
-
-fn tokenizer() -> tokenizers::Tokenizer {
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("[PAD]".into(), 0.into());
-    vocab.insert("[UNK]".into(), 1.into());
-    for (i, w) in WORDS.iter().enumerate() {
-        vocab.insert((*w).into(), (i + 2).into());
-    }
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    tokenizers::Tokenizer::from_str(&json.to_string()).unwrap()
-}
+use dpselft_testkit::{PAD_UNK, random_model, tiny_bert_config, write_colour_animal_jsonl};
 
 /// Three blocks of different widths would need different configs; instead the sets differ in
 /// size (1 or 2 blocks), which is what the radius must track.
 fn tiny_bert() -> dpselft_selft::Result<Model> {
-    let cfg = ModelConfig::Bert(BertConfig {
-        vocab_size: 16,
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: 3,
-        ..BertConfig::tiny()
-    });
-    let mut m = Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu)?;
-    m.tokenizer = Some(tokenizer());
-    Ok(m)
+    Ok(random_model(tiny_bert_config(16, 3), 0.2, 11, PAD_UNK))
 }
 
 fn write_split(path: &Path, n: usize, seed: usize) {
-    let mut lines = String::new();
-    for i in 0..n {
-        let label = i % 2;
-        let len = 2 + (i * 7 + seed) % 4;
-        let words: Vec<&str> = (0..len)
-            .map(|k| WORDS[label * 6 + (i * 5 + k * 3 + seed) % 6])
-            .collect();
-        let name = if label == 0 { "colour" } else { "animal" };
-        lines += &format!(
-            "{}\n",
-            serde_json::json!({"text": words.join(" "), "label": name})
-        );
-    }
-    std::fs::write(path, lines).unwrap();
+    write_colour_animal_jsonl(path, n, seed, 2);
 }
 
 fn synthetic(dir: &Path) -> SyntheticData {
