@@ -1,22 +1,13 @@
 //! `dpselft account`: the exact interface (JSON keys, errors and exit codes).
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
+
+use common::json;
 
 fn account(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpselft"))
-        .arg("account")
-        .args(args)
-        .output()
-        .expect("run dpselft")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+    common::dpselft(&[&["account"], args].concat())
 }
 
 #[test]

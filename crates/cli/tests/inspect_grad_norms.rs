@@ -3,8 +3,10 @@
 //! backward, sqrt of the summed squared gradients of every trainable variable; its loss from
 //! `per_example_loss`), ≤ 1e-5 relative; on the real MiniLM, the JSON's shape.
 
+mod common;
+
+use common::{dpselft, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use dpselft_data::{LabelRequirement, LoadOptions, load_dataset};
@@ -12,26 +14,6 @@ use dpselft_dp::{EncodedSet, Task, TrainableParams, per_example_loss};
 use dpselft_model::trainable::{self, TrainableSpec};
 use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling};
 use dpselft_testkit::{PAD_UNK_EOS, WORDS, save_random_model};
-
-fn dpselft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpselft"))
-        .args(args)
-        .env(
-            "DPSELFT_ASSETS",
-            dpselft_assets::workspace_assets_root(env!("CARGO_MANIFEST_DIR")),
-        )
-        .output()
-        .expect("run dpselft")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {
     v.as_array()

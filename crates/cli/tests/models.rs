@@ -1,30 +1,9 @@
 //! `dpselft inspect`, `generate` and `fetch-assets` on the real assets (fetched into the
 //! workspace's assets folder if absent).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn assets_root() -> PathBuf {
-    dpselft_assets::workspace_assets_root(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn dpselft(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_dpselft"))
-        .args(args)
-        .env("DPSELFT_ASSETS", assets_root())
-        .output()
-        .expect("run dpselft");
-    assert!(
-        out.status.success(),
-        "dpselft {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
+use common::{dpselft, json, ok};
 
 #[test]
 fn smollm2_predicts_paris() {
@@ -102,11 +81,18 @@ fn greedy_generation_is_readable_and_deterministic() {
 fn fetch_assets_twice_downloads_nothing_the_second_time() {
     // The assets are present after the tests above (or fetched now); a second call must only
     // report them.
-    dpselft(&["fetch-assets", "--only", "brown,gpt2-tokenizer"]);
+    ok(&dpselft(&[
+        "fetch-assets",
+        "--only",
+        "brown,gpt2-tokenizer",
+    ]));
     let out = dpselft(&["fetch-assets", "--only", "brown,gpt2-tokenizer"]);
+    ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.matches("already present").count(), 2, "{text}");
-    let list = String::from_utf8(dpselft(&["fetch-assets", "--list"]).stdout).unwrap();
+    let out = dpselft(&["fetch-assets", "--list"]);
+    ok(&out);
+    let list = String::from_utf8(out.stdout).unwrap();
     assert!(list.contains("brown") && list.contains("ready"), "{list}");
 }
 
@@ -116,10 +102,7 @@ fn unknown_asset_and_bad_model_path_exit_2() {
         &["fetch-assets", "--only", "nonesuch"][..],
         &["inspect", "--model", "/no/such/model", "--text", "x"][..],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_dpselft"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = dpselft(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("error:"), "{stderr}");

@@ -3,27 +3,14 @@
 //! the run folder's contents, the ledger's total against the target, and that the selection
 //! stage runs with the private data gone.
 
+mod common;
+
+use common::{dpselft, ok};
 use std::path::Path;
-use std::process::{Command, Output};
 
 use dpselft_testkit::{
     save_random_model, tiny_bert_config, tiny_llama_config, write_colour_animal_jsonl,
 };
-
-fn dpselft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpselft"))
-        .args(args)
-        .output()
-        .expect("run dpselft")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK], the label names, then the words.
 const SPECIALS: &[&str] = &["[PAD]", "[BOS]", "[EOS]", "[UNK]", "colour", "animal"];

@@ -2,26 +2,12 @@
 //! layout with a word-level tokenizer: the output folder, the JSON summary, the ledger, and
 //! that `eval` of the saved model reproduces the run's final evaluation.
 
+mod common;
+
+use common::{dpselft, json};
 use std::path::Path;
-use std::process::{Command, Output};
 
 use dpselft_testkit::{PAD_UNK, save_random_model, tiny_bert_config, write_colour_animal_jsonl};
-
-fn dpselft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpselft"))
-        .args(args)
-        .output()
-        .expect("run dpselft")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
 
 /// A tiny random BERT with a word-level tokenizer, saved under `dir`.
 fn tiny_model(dir: &Path) {
