@@ -3,9 +3,9 @@
 //!
 //! A grid of (method, ε, seed) cells; each cell is one run in `OUT/runs/<cell>/` and one line in
 //! `OUT/results.jsonl`. A cell already in `results.jsonl` is not run again (the grid resumes);
-//! a cell folder left by an interrupted run is removed and the cell rerun. `table.md` (mean ± std
-//! per method and ε, best per column in bold) and `chart.svg` (accuracy against ε) are rewritten
-//! after every cell.
+//! a cell folder left by an interrupted run is removed and the cell rerun. `table.md` (accuracy and
+//! macro-F1, mean ± std per method and ε, best per column in bold; every cell's row; the
+//! majority-label floor) and `chart.svg` (accuracy against ε) are rewritten after every cell.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -331,15 +331,7 @@ fn run_cell(
                     )));
                 }
             };
-            // The same loading and subsets as a dp-selft cell's pipeline.
-            let data = RunSection {
-                train_data: bench.train_data.clone(),
-                test_data: Some(bench.test_data.clone()),
-                train_limit: bench.train_limit,
-                test_limit: bench.test_limit,
-                subset_seed: 0,
-                ..RunSection::default()
-            };
+            let data = data_section(bench);
             let private = pipeline::load_private(&data)?;
             let test = pipeline::load_test(&data, private.labels())?
                 .ok_or_else(|| SelftError::Config("no test split".into()))?;
@@ -392,6 +384,34 @@ fn run_cell(
     Ok(r)
 }
 
+/// The data settings of every cell: the same loading and subsets as a dp-selft cell's pipeline
+/// (subset seed 0, whatever the cell's seed).
+fn data_section(bench: &UtilityBench) -> RunSection {
+    RunSection {
+        train_data: bench.train_data.clone(),
+        test_data: Some(bench.test_data.clone()),
+        train_limit: bench.train_limit,
+        test_limit: bench.test_limit,
+        subset_seed: 0,
+        ..RunSection::default()
+    }
+}
+
+/// The accuracy of the best constant predictor on the grid's test subset: the share of its most
+/// frequent label (the floor every method should clear).
+fn majority_share(bench: &UtilityBench) -> Result<f64> {
+    let test = pipeline::load_test(&data_section(bench), &[])?
+        .ok_or_else(|| SelftError::Config("no test split".into()))?;
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for ex in &test.examples {
+        if let Some(l) = ex.label {
+            *counts.entry(l).or_default() += 1;
+        }
+    }
+    let top = counts.values().copied().max().unwrap_or(0);
+    Ok(top as f64 / test.examples.len().max(1) as f64)
+}
+
 fn read_results(path: &Path) -> Result<Vec<CellResult>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -422,7 +442,8 @@ fn write_results(path: &Path, results: &[CellResult]) -> Result<()> {
 }
 
 fn write_outputs(bench: &UtilityBench, results: &[CellResult]) -> Result<()> {
-    let table = table_markdown(&bench.methods, &bench.epsilons, results);
+    let majority = majority_share(bench)?;
+    let table = table_markdown(&bench.methods, &bench.epsilons, results, Some(majority));
     let chart = chart_svg(&bench.methods, &bench.epsilons, results);
     for (name, text) in [("table.md", table), ("chart.svg", chart)] {
         let path = bench.out.join(name);
@@ -431,12 +452,17 @@ fn write_outputs(bench: &UtilityBench, results: &[CellResult]) -> Result<()> {
     Ok(())
 }
 
-/// (mean, sample std, count) of the accuracies of one method at one ε.
-fn stats(results: &[CellResult], method: &str, epsilon: Option<f64>) -> Option<(f64, f64, usize)> {
+/// (mean, sample std, count) of `metric` over the seeds of one method at one ε.
+fn stats(
+    results: &[CellResult],
+    method: &str,
+    epsilon: Option<f64>,
+    metric: fn(&CellResult) -> f64,
+) -> Option<(f64, f64, usize)> {
     let acc: Vec<f64> = results
         .iter()
-        .filter(|r| r.method == method && r.epsilon.map(f64::to_bits) == epsilon.map(f64::to_bits))
-        .map(|r| r.accuracy)
+        .filter(|r| r.method == method && same_epsilon(r.epsilon, epsilon))
+        .map(metric)
         .collect();
     if acc.is_empty() {
         return None;
@@ -451,9 +477,75 @@ fn stats(results: &[CellResult], method: &str, epsilon: Option<f64>) -> Option<(
     Some((mean, var.sqrt(), acc.len()))
 }
 
-/// Mean ± std test accuracy per method (rows) and ε (columns; ∞ for non-private); the best
-/// private mean per column in bold.
-pub fn table_markdown(methods: &[String], epsilons: &[f64], results: &[CellResult]) -> String {
+fn same_epsilon(a: Option<f64>, b: Option<f64>) -> bool {
+    a.map(f64::to_bits) == b.map(f64::to_bits)
+}
+
+/// The grid's report: mean ± sample std over seeds of test accuracy, then of macro-F1, per
+/// method (rows) and ε (columns; ∞ for non-private), the best private mean per column in bold;
+/// then one row per cell (the trainable set it trained, parameters, ε spent, wall time) and the
+/// total wall time. `majority`: the best constant predictor's accuracy on the test subset, if
+/// known. Results outside the grid (other methods or ε in `results.jsonl`) are left out.
+pub fn table_markdown(
+    methods: &[String],
+    epsilons: &[f64],
+    results: &[CellResult],
+    majority: Option<f64>,
+) -> String {
+    let in_grid: Vec<&CellResult> = methods
+        .iter()
+        .flat_map(|m| results.iter().filter(move |r| &r.method == m))
+        .filter(|r| {
+            r.epsilon
+                .is_none_or(|e| epsilons.iter().any(|&x| x.to_bits() == e.to_bits()))
+        })
+        .collect();
+    let mut s = String::from("## Test accuracy\n\n");
+    s += &metric_table(methods, epsilons, results, |r| r.accuracy);
+    if let Some(m) = majority {
+        let _ = writeln!(
+            s,
+            "\nThe most frequent label's share of the test subset: {m:.4}."
+        );
+    }
+    s += "\n## Test macro-F1\n\n";
+    s += &metric_table(methods, epsilons, results, |r| r.macro_f1);
+    s += "\n## Every cell\n\n";
+    s += "| method | ε | seed | trainable set | parameters | accuracy | macro-F1 | ε spent | wall time |\n";
+    s += "|---|---:|---:|---|---:|---:|---:|---:|---:|\n";
+    for r in &in_grid {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | `{}` | {} | {:.4} | {:.4} | {} | {:.0} s |",
+            r.method,
+            r.epsilon.map_or("∞".into(), |e| e.to_string()),
+            r.seed,
+            r.trainable,
+            r.trainable_params,
+            r.accuracy,
+            r.macro_f1,
+            r.epsilon_spent.map_or("–".into(), |e| format!("{e:.4}")),
+            r.wall_s
+        );
+    }
+    let total: f64 = in_grid.iter().map(|r| r.wall_s).sum();
+    let _ = writeln!(
+        s,
+        "\n{} cells, {:.0} s ({:.1} h) of runs in all.",
+        in_grid.len(),
+        total,
+        total / 3600.0
+    );
+    s
+}
+
+/// One metric's mean ± std per method and ε; the best private mean per column in bold.
+fn metric_table(
+    methods: &[String],
+    epsilons: &[f64],
+    results: &[CellResult],
+    metric: fn(&CellResult) -> f64,
+) -> String {
     let mut cols: Vec<Option<f64>> = epsilons.iter().map(|&e| Some(e)).collect();
     cols.push(None);
     let mut s = String::from("| method |");
@@ -468,14 +560,14 @@ pub fn table_markdown(methods: &[String], epsilons: &[f64], results: &[CellResul
         .map(|&c| {
             methods
                 .iter()
-                .filter_map(|m| stats(results, m, c).map(|x| x.0))
+                .filter_map(|m| stats(results, m, c, metric).map(|x| x.0))
                 .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
         })
         .collect();
     for m in methods {
         let _ = write!(s, "| {m} |");
         for (c, b) in cols.iter().zip(&best) {
-            match stats(results, m, *c) {
+            match stats(results, m, *c, metric) {
                 Some((mean, std, n)) => {
                     let cell = format!("{mean:.4} ± {std:.4} (n={n})");
                     if Some(mean) == *b && c.is_some() {
@@ -543,7 +635,7 @@ pub fn chart_svg(methods: &[String], epsilons: &[f64], results: &[CellResult]) -
             ly + 10.0,
             m.replace('<', "&lt;")
         );
-        if let Some((mean, _, _)) = stats(results, m, None) {
+        if let Some((mean, _, _)) = stats(results, m, None, |r| r.accuracy) {
             let _ = write!(
                 s,
                 r#"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="{color}" stroke-dasharray="6,4"/>"#,
@@ -555,7 +647,7 @@ pub fn chart_svg(methods: &[String], epsilons: &[f64], results: &[CellResult]) -
             .iter()
             .enumerate()
             .filter_map(|(i, &e)| {
-                stats(results, m, Some(e))
+                stats(results, m, Some(e), |r| r.accuracy)
                     .map(|(mean, _, _)| format!("{:.1},{:.1}", x_of(i), y_of(mean)))
             })
             .collect();

@@ -1,0 +1,89 @@
+//! `table.md` of the utility grid from hand-made results: means and sample standard deviations
+//! computed by hand, the best private mean per column in bold (never the non-private one), the
+//! macro-F1 table, one row per cell of the grid and none for results outside it.
+
+use dpselft_selft::bench::{CellResult, table_markdown};
+
+fn cell(method: &str, epsilon: Option<f64>, seed: u64, accuracy: f64, macro_f1: f64) -> CellResult {
+    CellResult {
+        task: "toy".into(),
+        method: method.into(),
+        epsilon,
+        seed,
+        accuracy,
+        macro_f1,
+        trainable_params: 1000 + seed as usize,
+        wall_s: 60.0,
+        epsilon_spent: epsilon.map(|e| e - 0.0003),
+        trainable: "head,last:1".into(),
+    }
+}
+
+fn table() -> String {
+    let results = vec![
+        cell("a", Some(1.0), 0, 0.2, 0.1),
+        cell("a", Some(1.0), 1, 0.4, 0.3),
+        cell("b", Some(1.0), 0, 0.35, 0.05),
+        cell("a", Some(3.0), 0, 0.5, 0.45),
+        cell("b", Some(3.0), 0, 0.6, 0.4),
+        cell("np", None, 0, 0.9, 0.8),
+        // Outside the grid: another method, another ε.
+        cell("c", Some(1.0), 0, 0.99, 0.99),
+        cell("a", Some(8.0), 0, 0.98, 0.98),
+    ];
+    let methods: Vec<String> = ["a", "b", "np"].iter().map(|m| m.to_string()).collect();
+    table_markdown(&methods, &[1.0, 3.0], &results, Some(0.25))
+}
+
+#[test]
+fn accuracy_means_and_sample_stds_with_the_best_private_mean_in_bold() {
+    let t = table();
+    let (accuracy, rest) = t.split_once("## Test macro-F1").unwrap();
+    // a at ε = 1: mean 0.3, sample std sqrt(((0.1)² + (0.1)²) / 1) = 0.1414.
+    assert!(
+        accuracy.contains("| a | 0.3000 ± 0.1414 (n=2) | 0.5000 ± 0.0000 (n=1) | – |"),
+        "{accuracy}"
+    );
+    assert!(
+        accuracy.contains("| b | **0.3500 ± 0.0000 (n=1)** | **0.6000 ± 0.0000 (n=1)** | – |"),
+        "{accuracy}"
+    );
+    // The non-private upper bound is reported, never marked best.
+    assert!(
+        accuracy.contains("| np | – | – | 0.9000 ± 0.0000 (n=1) |"),
+        "{accuracy}"
+    );
+    assert!(
+        accuracy.contains("share of the test subset: 0.2500"),
+        "{accuracy}"
+    );
+    let (f1, _) = rest.split_once("## Every cell").unwrap();
+    assert!(
+        f1.contains("| a | **0.2000 ± 0.1414 (n=2)** | **0.4500 ± 0.0000 (n=1)** | – |"),
+        "{f1}"
+    );
+}
+
+#[test]
+fn one_row_per_cell_of_the_grid_only() {
+    let t = table();
+    let (_, cells) = t.split_once("## Every cell").unwrap();
+    let rows: Vec<&str> = cells
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
+        .collect();
+    assert_eq!(rows.len(), 6, "{cells}");
+    assert!(
+        !cells.contains("| c |") && !cells.contains("| 8 |"),
+        "{cells}"
+    );
+    assert!(
+        cells.contains("| a | 1 | 1 | `head,last:1` | 1001 | 0.4000 | 0.3000 | 0.9997 | 60 s |"),
+        "{cells}"
+    );
+    assert!(cells.contains("| np | ∞ | 0 | `head,last:1` | 1000 | 0.9000 | 0.8000 | – | 60 s |"));
+    assert!(
+        cells.contains("6 cells, 360 s (0.1 h) of runs in all."),
+        "{cells}"
+    );
+}
