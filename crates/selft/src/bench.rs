@@ -586,11 +586,13 @@ fn metric_table(
 
 /// Accuracy against ε, one line per method (non-private as a dashed horizontal line).
 pub fn chart_svg(methods: &[String], epsilons: &[f64], results: &[CellResult]) -> String {
-    let (w, h, left, top, bottom) = (640.0, 360.0, 60.0, 30.0, 50.0);
-    let plot_w = w - left - 180.0;
+    // The legend column is wide enough for names like `dp-selft:perturb=gaussian`.
+    let (w, h, left, top, bottom) = (720.0, 360.0, 60.0, 30.0, 50.0);
+    let plot_w = w - left - 240.0;
     let plot_h = h - top - bottom;
     let colors = [
         "#e8710a", "#4a7ebb", "#3a9a4a", "#b23a48", "#7d5ba6", "#8c6d31", "#17becf", "#555555",
+        "#bcbd22", "#e377c2",
     ];
     let x_of = |i: usize| left + plot_w * (i as f64 + 0.5) / epsilons.len().max(1) as f64;
     let all: Vec<f64> = results.iter().map(|r| r.accuracy).collect();

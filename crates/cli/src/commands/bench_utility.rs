@@ -115,11 +115,9 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
     let table = std::fs::read_to_string(args.out.join("table.md"))
         .with_context(|| format!("reading {}", args.out.join("table.md").display()))?;
     println!("{table}");
-    let total: f64 = results.iter().map(|r| r.wall_s).sum();
     println!(
-        "{} cells, {:.0} s of runs in all; results.jsonl, table.md and chart.svg in {}",
+        "{} results; results.jsonl, table.md and chart.svg in {}",
         results.len(),
-        total,
         args.out.display()
     );
     Ok(())
