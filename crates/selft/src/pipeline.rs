@@ -586,7 +586,9 @@ pub fn subset(data: &mut Dataset, limit: usize, seed: u64) {
     data.examples = keep.iter().map(|&i| data.examples[i].clone()).collect();
 }
 
-fn majority_accuracy(train: &Dataset, test: &Dataset) -> Option<f64> {
+/// The test accuracy of always predicting the training split's most frequent label (the floor
+/// every classifier should clear).
+pub(crate) fn majority_accuracy(train: &Dataset, test: &Dataset) -> Option<f64> {
     let counts = train.label_counts();
     let top = (0..counts.len()).max_by_key(|&i| counts[i])?;
     let hits = test

@@ -54,7 +54,7 @@ fn accuracy_means_and_sample_stds_with_the_best_private_mean_in_bold() {
         "{accuracy}"
     );
     assert!(
-        accuracy.contains("share of the test subset: 0.2500"),
+        accuracy.contains("most frequent label: 0.2500"),
         "{accuracy}"
     );
     let (f1, _) = rest.split_once("## Every cell").unwrap();
