@@ -480,7 +480,7 @@ fn same_epsilon(a: Option<f64>, b: Option<f64>) -> bool {
 /// method (rows) and ε (columns; ∞ for non-private), the best private mean per column in bold;
 /// then one row per cell (the trainable set it trained, parameters, ε spent, wall time) and the
 /// total wall time. `majority`: the test accuracy of always predicting the training split's most
-/// frequent label, if known. Results outside the grid (other methods or ε in `results.jsonl`) are left out.
+/// frequent label, if known. Results of other methods or ε in `results.jsonl` are left out.
 pub fn table_markdown(
     methods: &[String],
     epsilons: &[f64],
