@@ -51,8 +51,8 @@ pub struct EncodedSet {
 impl EncodedSet {
     /// Tokenizes `data` for `model` and `task`: special tokens for encoders (as the model's
     /// `encode_batch`), none for decoders; at most `max_len` tokens per example, and never more
-    /// than the model's position table (an encoder keeps its final `[SEP]`). Classification needs every example labelled; a language-model task
-    /// needs a decoder.
+    /// than the model's position table (an encoder keeps its final `[SEP]`). Classification
+    /// needs every example labelled; a language-model task needs a decoder.
     pub fn new(model: &Model, data: &Dataset, task: Task, max_len: usize) -> Result<Self> {
         if max_len < 2 {
             return Err(DpError::Config(format!(

@@ -201,6 +201,8 @@ pub fn run_grid(bench: &UtilityBench, progress: &mut dyn Progress) -> Result<Vec
     let results_path = bench.out.join("results.jsonl");
     let mut results = read_results(&results_path)?;
     let cells = cells(bench)?;
+    // The floor depends on the data subsets only: computed once for every rewrite of the table.
+    let majority = majority_accuracy(bench)?;
     let todo: Vec<_> = cells
         .iter()
         .filter(|c| !results.iter().any(|r| r.key() == c.key()))
@@ -223,9 +225,9 @@ pub fn run_grid(bench: &UtilityBench, progress: &mut dyn Progress) -> Result<Vec
         let r = run_cell(bench, cell, progress)?;
         results.push(r);
         write_results(&results_path, &results)?;
-        write_outputs(bench, &results)?;
+        write_outputs(bench, &results, majority)?;
     }
-    write_outputs(bench, &results)?;
+    write_outputs(bench, &results, majority)?;
     Ok(results)
 }
 
@@ -436,8 +438,11 @@ fn write_results(path: &Path, results: &[CellResult]) -> Result<()> {
     dpselft_fsio::write_bytes_atomic(path, text.as_bytes()).map_err(|e| io_err(path, e))
 }
 
-fn write_outputs(bench: &UtilityBench, results: &[CellResult]) -> Result<()> {
-    let majority = majority_accuracy(bench)?;
+fn write_outputs(
+    bench: &UtilityBench,
+    results: &[CellResult],
+    majority: Option<f64>,
+) -> Result<()> {
     let table = table_markdown(&bench.methods, &bench.epsilons, results, majority);
     let chart = chart_svg(&bench.methods, &bench.epsilons, results);
     for (name, text) in [("table.md", table), ("chart.svg", chart)] {
