@@ -5,87 +5,8 @@
 
 mod common;
 
+use common::toy_run::{grid_bench, setup};
 use common::{dpselft, ok};
-use std::path::Path;
-
-use dpselft_testkit::{
-    save_random_model, tiny_bert_config, tiny_llama_config, write_colour_animal_jsonl,
-};
-
-/// 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK], the label names, then the words.
-const SPECIALS: &[&str] = &["[PAD]", "[BOS]", "[EOS]", "[UNK]", "colour", "animal"];
-
-fn tiny_models(root: &Path) {
-    save_random_model(
-        &root.join("target"),
-        tiny_bert_config(20, 3),
-        0.2,
-        11,
-        SPECIALS,
-    );
-    save_random_model(
-        &root.join("generator"),
-        tiny_llama_config(20, true),
-        0.3,
-        5,
-        SPECIALS,
-    );
-}
-
-/// Colours vs animals, as JSONL.
-fn data(path: &Path, n: usize, seed: usize) {
-    write_colour_animal_jsonl(path, n, seed, 3);
-}
-
-const CONFIG: &str = r#"
-[run]
-epsilon = 4.0
-delta = 1e-5
-synth_fraction = 0.25
-
-[synth]
-num_samples = 40
-steps = 3
-batch_size = 16
-max_seq_len = 12
-max_new_tokens = 8
-generation_batch = 20
-min_chars = 4
-
-[select]
-candidates = "greedy:2"
-steps = 3
-batch_size = 8
-
-[train]
-batch_size = 32
-epochs = 2.0
-lr = 0.01
-max_seq_len = 12
-max_tokens = 256
-"#;
-
-fn setup(root: &Path) -> Vec<String> {
-    tiny_models(root);
-    data(&root.join("train.jsonl"), 160, 1);
-    data(&root.join("test.jsonl"), 40, 2);
-    std::fs::write(root.join("config.toml"), CONFIG).unwrap();
-    let p = |name: &str| root.join(name).to_string_lossy().into_owned();
-    vec![
-        "--config".into(),
-        p("config.toml"),
-        "--model".into(),
-        p("target"),
-        "--generator".into(),
-        p("generator"),
-        "--train-data".into(),
-        p("train.jsonl"),
-        "--test-data".into(),
-        p("test.jsonl"),
-        "--seed".into(),
-        "3".into(),
-    ]
-}
 
 #[test]
 fn run_writes_a_complete_run_folder_within_budget() {
@@ -189,58 +110,14 @@ fn selection_runs_without_the_private_data() {
 /// the table marks the best private mean per ε.
 #[test]
 fn the_utility_grid_runs_each_cell_once_and_resumes() {
-    use dpselft_selft::bench::{MethodsFile, UtilityBench, run_grid};
-    use dpselft_selft::pipeline::{ResolvedPaths, Scale};
+    use dpselft_selft::bench::run_grid;
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path());
-    let methods = r#"
-[defaults]
-batch_size = 32
-epochs = 1.0
-clip = 1.0
-max_seq_len = 12
-delta = 1e-5
-
-[methods.dp-selft]
-lr = 0.01
-
-[methods.last-k]
-trainable = "head,last:1"
-lr = 0.01
-
-[methods.random-k]
-random_k = 1
-lr = 0.01
-
-[methods.non-private]
-trainable = "all"
-lr = 0.01
-"#;
-    std::fs::write(tmp.path().join("methods.toml"), methods).unwrap();
-    let bench = UtilityBench {
-        task: "tiny".into(),
-        train_data: tmp.path().join("train.jsonl"),
-        test_data: tmp.path().join("test.jsonl"),
-        paths: ResolvedPaths {
-            model: tmp.path().join("target"),
-            generator: tmp.path().join("generator"),
-        },
-        model_name: "target".into(),
-        generator_name: "generator".into(),
-        methods: vec![
-            "dp-selft".into(),
-            "last-k".into(),
-            "random-k".into(),
-            "non-private".into(),
-        ],
-        epsilons: vec![2.0, 6.0],
-        seeds: 1,
-        scale: Scale::Small,
-        train_limit: None,
-        test_limit: None,
-        methods_file: MethodsFile::load(&tmp.path().join("methods.toml")).unwrap(),
-        out: tmp.path().join("grid"),
-    };
+    let bench = grid_bench(
+        tmp.path(),
+        &["dp-selft", "last-k", "random-k", "non-private"],
+        &[2.0, 6.0],
+    );
     let results = run_grid(&bench, &mut ()).unwrap();
     assert_eq!(
         results.len(),

@@ -2,6 +2,8 @@
 //! its JSON.
 #![allow(dead_code)] // each test file uses some of these
 
+pub mod toy_run;
+
 use std::process::{Command, Output};
 
 /// Runs the built `dpselft` with `args`, the workspace's assets folder as `$DPSELFT_ASSETS`

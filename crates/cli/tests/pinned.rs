@@ -1,0 +1,125 @@
+//! Pinned results: a seeded toy `dpselft run` and a seeded utility-grid cell must give exactly
+//! the values recorded in `tests/golden/` — the model's bytes, the synthetic texts, every
+//! selection score, every ledger mechanism and the test metrics — so that refactors provably
+//! keep behaviour. Wall times, paths and file formats are left out: only what is computed.
+//!
+//! After an *intended* change of results, rerun with `DPSELFT_BLESS=1` to rewrite the golden
+//! files, and say why in the commit.
+
+mod common;
+
+use std::path::Path;
+
+use common::toy_run::{grid_bench, setup};
+use common::{dpselft, ok};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn sha256_of(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The mechanisms of a ledger as numbers: (kind, q, σ, steps, sensitivity) per entry.
+fn ledger_numbers(path: &Path) -> Value {
+    let ledger = read_json(path);
+    let entries = ledger["entries"].as_array().expect("ledger entries");
+    entries
+        .iter()
+        .map(|e| {
+            json!([
+                e["kind"],
+                e["sampling_rate"],
+                e["noise_multiplier"],
+                e["steps"],
+                e["sensitivity"]
+            ])
+        })
+        .collect()
+}
+
+/// Compares `actual` with `tests/golden/<name>.json`, or writes it there under `DPSELFT_BLESS`.
+fn check_golden(name: &str, actual: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("DPSELFT_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let golden = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (bless with DPSELFT_BLESS=1)", path.display()));
+    assert_eq!(
+        text,
+        golden,
+        "results differ from {} (a refactor must keep them; bless only intended changes)",
+        path.display()
+    );
+}
+
+/// What a run folder computed: model bytes, synthetic data, selection scores, ledger, metrics.
+fn run_fingerprint(out: &Path) -> Value {
+    let selection = read_json(&out.join("selection.json"));
+    let candidates: Vec<Value> = selection["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!([c["spec"], c["params"], c["radius"], c["score"], c["loss"]]))
+        .collect();
+    let metrics = read_json(&out.join("metrics.json"));
+    json!({
+        "model.safetensors": sha256_of(&out.join("model/model.safetensors")),
+        "synthetic/train.jsonl": sha256_of(&out.join("synthetic/train.jsonl")),
+        "synthetic/val.jsonl": sha256_of(&out.join("synthetic/val.jsonl")),
+        "selection": {"candidates": candidates, "chosen": selection["chosen_spec"]},
+        "ledger": ledger_numbers(&out.join("ledger.json")),
+        "metrics": {
+            "test": metrics["test"],
+            "epsilon_pld": metrics["epsilon_pld"],
+            "epsilon_rdp": metrics["epsilon_rdp"],
+            "train_sigma": metrics["train_sigma"],
+            "train_steps": metrics["train_steps"],
+            "train_sampling_rate": metrics["train_sampling_rate"],
+            "trainable_params": metrics["trainable_params"],
+            "chosen_spec": metrics["chosen_spec"],
+        },
+    })
+}
+
+#[test]
+fn a_seeded_toy_run_computes_the_pinned_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = setup(tmp.path());
+    let out = tmp.path().join("run");
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let mut argv = vec!["run"];
+    argv.extend(args.iter().map(String::as_str));
+    ok(&dpselft(&argv));
+    check_golden("toy_run", &run_fingerprint(&out));
+}
+
+#[test]
+fn seeded_utility_grid_cells_compute_the_pinned_results() {
+    use dpselft_selft::bench::run_grid;
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let bench = grid_bench(tmp.path(), &["dp-selft", "last-k", "random-k"], &[2.0]);
+    run_grid(&bench, &mut ()).unwrap();
+    let lines = std::fs::read_to_string(bench.out.join("results.jsonl")).unwrap();
+    let cells: Vec<Value> = lines
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("wall_s");
+            v
+        })
+        .collect();
+    check_golden("grid_cells", &Value::Array(cells));
+}
