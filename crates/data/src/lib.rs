@@ -5,7 +5,7 @@
 //!   validates it ([`LoadOptions`]); every error names the file, the line and the problem.
 //! - [`write_jsonl`] writes a dataset back as JSONL; [`write_labels`] / [`read_labels`] keep the
 //!   label names beside a model. All writes are atomic (temporary file + rename).
-//! - [`Task`] builds the benchmark tasks of BENCHMARKS.md from the fetched corpora:
+//! - [`BenchmarkTask`] builds the benchmark tasks of BENCHMARKS.md from the fetched corpora:
 //!   [`build_brown_genre`] and [`build_spam`], both giving [`TaskSplits`].
 
 #![warn(missing_docs)]
@@ -17,6 +17,7 @@ mod error;
 pub mod html;
 pub mod mime;
 pub mod spam;
+pub mod subset;
 mod task;
 
 pub use atomic::write_atomic;
@@ -27,4 +28,5 @@ pub use dataset::{
 };
 pub use error::{DataError, Location, Problem};
 pub use spam::{SpamBuild, SpamStats, build_spam};
-pub use task::{BuiltTask, LabelCount, Task, TaskSplits, format_counts_table};
+pub use subset::{SeededChoice, fisher_yates, subset};
+pub use task::{BenchmarkTask, BuiltTask, LabelCount, TaskSplits, format_counts_table};

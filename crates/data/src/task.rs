@@ -8,30 +8,30 @@ use crate::{DataError, Dataset, SpamStats, write_jsonl};
 
 /// A benchmark task built from a fetched corpus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Task {
+pub enum BenchmarkTask {
     /// 15-way genre classification of Brown corpus passages.
     BrownGenre,
     /// Spam/ham classification of the SpamAssassin messages.
     Spam,
 }
 
-impl Task {
+impl BenchmarkTask {
     /// Every task.
-    pub const ALL: [Task; 2] = [Task::BrownGenre, Task::Spam];
+    pub const ALL: [BenchmarkTask; 2] = [BenchmarkTask::BrownGenre, BenchmarkTask::Spam];
 
     /// The task's name on the command line and in reports: `brown-genre`, `spam`.
     pub fn name(self) -> &'static str {
         match self {
-            Task::BrownGenre => "brown-genre",
-            Task::Spam => "spam",
+            BenchmarkTask::BrownGenre => "brown-genre",
+            BenchmarkTask::Spam => "spam",
         }
     }
 
     /// The corpus folder's name inside the assets folder: `brown`, `spamassassin`.
     pub fn corpus_dir_name(self) -> &'static str {
         match self {
-            Task::BrownGenre => "brown",
-            Task::Spam => "spamassassin",
+            BenchmarkTask::BrownGenre => "brown",
+            BenchmarkTask::Spam => "spamassassin",
         }
     }
 
@@ -44,12 +44,12 @@ impl Task {
     pub fn build(self, assets_dir: &Path) -> Result<BuiltTask, DataError> {
         let dir = self.corpus_dir(assets_dir);
         Ok(match self {
-            Task::BrownGenre => BuiltTask {
+            BenchmarkTask::BrownGenre => BuiltTask {
                 task: self,
                 splits: crate::build_brown_genre(&dir)?,
                 spam_stats: None,
             },
-            Task::Spam => {
+            BenchmarkTask::Spam => {
                 let built = crate::build_spam(&dir)?;
                 BuiltTask {
                     task: self,
@@ -61,17 +61,17 @@ impl Task {
     }
 }
 
-impl std::fmt::Display for Task {
+impl std::fmt::Display for BenchmarkTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Task {
+impl FromStr for BenchmarkTask {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Task::ALL
+        BenchmarkTask::ALL
             .into_iter()
             .find(|t| t.name() == s)
             .ok_or_else(|| format!("unknown task \"{s}\" (tasks: brown-genre, spam)"))
@@ -82,7 +82,7 @@ impl FromStr for Task {
 #[derive(Debug, Clone)]
 pub struct BuiltTask {
     /// Which task.
-    pub task: Task,
+    pub task: BenchmarkTask,
     /// The train and test splits.
     pub splits: TaskSplits,
     /// How the spam messages were decoded (spam only).

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use dpselft_data::spam::is_test_file;
 use dpselft_data::{
-    LabelCount, LoadOptions, Task, TaskSplits, build_brown_genre, build_spam, load_dataset,
+    BenchmarkTask, LabelCount, LoadOptions, TaskSplits, build_brown_genre, build_spam, load_dataset,
 };
 use tempfile::TempDir;
 
@@ -283,10 +283,10 @@ fn tasks_build_from_an_assets_folder_and_write_jsonl() {
     let (spam, _) = spam_corpus();
     std::fs::rename(brown.path(), assets.path().join("brown")).unwrap();
     std::fs::rename(spam.path(), assets.path().join("spamassassin")).unwrap();
-    for task in Task::ALL {
-        assert_eq!(task.name().parse::<Task>().unwrap(), task);
+    for task in BenchmarkTask::ALL {
+        assert_eq!(task.name().parse::<BenchmarkTask>().unwrap(), task);
         let built = task.build(assets.path()).unwrap();
-        assert_eq!(built.spam_stats.is_some(), task == Task::Spam);
+        assert_eq!(built.spam_stats.is_some(), task == BenchmarkTask::Spam);
         let out = assets.path().join("out").join(task.name());
         let (train, test) = built.splits.write(&out).unwrap();
         assert_eq!(
@@ -303,7 +303,7 @@ fn tasks_build_from_an_assets_folder_and_write_jsonl() {
     }
     assert!(
         "nope"
-            .parse::<Task>()
+            .parse::<BenchmarkTask>()
             .unwrap_err()
             .contains("brown-genre, spam")
     );

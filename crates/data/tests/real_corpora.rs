@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use dpselft_assets::{PackageClients, catalog};
-use dpselft_data::{LabelCount, LoadOptions, Task, TaskSplits, load_dataset};
+use dpselft_data::{BenchmarkTask, LabelCount, LoadOptions, TaskSplits, load_dataset};
 
 fn assets_dir() -> PathBuf {
     let root = dpselft_assets::workspace_assets_root(env!("CARGO_MANIFEST_DIR"));
@@ -54,7 +54,7 @@ fn check_round_trip(splits: &TaskSplits) {
 
 #[test]
 fn brown_genre_counts() {
-    let built = Task::BrownGenre.build(&assets_dir()).unwrap();
+    let built = BenchmarkTask::BrownGenre.build(&assets_dir()).unwrap();
     let splits = &built.splits;
     assert_eq!(splits.labels().len(), 15);
     assert_eq!(
@@ -120,7 +120,7 @@ fn brown_genre_counts() {
 
 #[test]
 fn spam_counts() {
-    let built = Task::Spam.build(&assets_dir()).unwrap();
+    let built = BenchmarkTask::Spam.build(&assets_dir()).unwrap();
     let splits = &built.splits;
     assert_eq!(
         splits.counts(),

@@ -8,14 +8,15 @@
 
 use std::collections::HashMap;
 
-use dpselft_model::{Ctx, Model, Recorder};
+use dpselft_model::Model;
 
-use crate::bridge::{TrainableParams, group_records};
+use crate::bridge::TrainableParams;
 use crate::clip::per_example_norms;
 use crate::error::Result;
 use crate::norms::{GradRecord, NormMethod};
 use crate::sampler::split_by_tokens;
-use crate::task::{EncodedSet, per_example_loss_masked, to_f64s};
+use crate::step::record_examples;
+use crate::task::{EncodedSet, to_f64s};
 
 /// The unclipped per-example gradient norms ‖∇ᵢ‖ over all trainable parameters of `model`
 /// (those made trainable by `trainable::apply`) and the per-example losses, of the examples
@@ -40,15 +41,9 @@ pub fn per_example_grad_norms(
     let micro_batches = split_by_tokens(indices, &set.lengths, max_tokens)?;
     let mut by_index: HashMap<usize, (f64, f64)> = HashMap::with_capacity(indices.len());
     for mb in &micro_batches {
-        let (b, labels) = set.batch(model, mb)?;
-        let recorder = Recorder::new();
-        let out = model.forward_train(&b, Ctx::recording(&recorder))?;
-        let mask = set.loss_mask(model, mb, b.ids.dim(1)?)?;
-        let losses = per_example_loss_masked(model, &out, &b, labels.as_ref(), mask.as_ref())?;
-        let loss_values = to_f64s(&losses)?;
-        // As in a DP step: backward only fills the records; autograd's batch gradient is dropped.
-        losses.sum_all()?.backward()?;
-        let groups = group_records(recorder.take(), &params, &b.attn)?;
+        let rec = record_examples(model, &params, set, mb, None)?;
+        let loss_values = to_f64s(&rec.losses)?;
+        let groups = rec.groups;
         // A parameter without records took no part in the forward pass: its gradient is zero.
         let recorded: Vec<Vec<GradRecord>> = groups
             .groups

@@ -1,6 +1,6 @@
 //! The DP-SGD engine of dpselft: the model-independent pieces, each usable alone.
 //!
-//! Data flow of one logical batch (DESIGN.md, "3. DP fine-tuning"):
+//! Data flow of one logical batch (docs/design.md, §2 (b) and (d)):
 //! [`sampler`] draws it by Poisson sampling and splits it into micro-batches → for each
 //! micro-batch the model's backward leaves [`GradRecord`]s, grouped per trainable parameter →
 //! [`clip_and_sum`] computes the
@@ -10,30 +10,42 @@
 //! the parameters ([`optim`]).
 //!
 //! The model side: [`bridge`] turns the model's records into [`GradRecord`] groups per trainable
-//! parameter; [`task`] tokenizes data and scores examples; [`trainer`] runs a whole DP training
-//! run (calibration, sampling, steps, ledger, metrics, evaluation [`eval`], [`checkpoint`]s).
+//! parameter; [`step`] is the one micro-batch step (record → clip → accumulate) that training,
+//! selection, inspection and benchmarks share; [`head`] sets a model up for its task; [`task`]
+//! tokenizes data and scores examples. A run: [`config`] says what it is, [`plan`] calibrates σ
+//! (the one calibration), [`trainer`] runs it (sampling, steps, [`stage_ledger`], metrics,
+//! evaluation [`eval`], [`checkpoint`]s).
 
 #![deny(missing_docs)]
 
 pub mod bridge;
 pub mod checkpoint;
 pub mod clip;
+pub mod config;
 pub mod error;
 pub mod eval;
+pub mod head;
 pub mod inspect;
+mod metrics_log;
 pub mod noise;
 pub mod norms;
 pub mod optim;
+pub mod plan;
 pub mod prefix;
 pub mod rng;
 pub mod sampler;
+pub mod stage_ledger;
+pub mod step;
 pub mod task;
 pub mod trainer;
+pub mod trainer_io;
 
 pub use bridge::{ParamGroups, TrainableParams, clip_groups, group_records};
 pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_example_norms};
+pub use config::{Duration, PrivacyTarget, TrainConfig};
 pub use error::{DpError, Result};
 pub use eval::{EvalMetrics, evaluate};
+pub use head::{HeadChoice, blocks_spec, classifier_pooling, prepare_model, random_blocks_spec};
 pub use inspect::per_example_grad_norms;
 pub use noise::{add_gaussian_noise, fill_gaussian_f32, fill_gaussian_f64, gaussian_like};
 pub use norms::{GradRecord, NormMethod, Padding};
@@ -41,11 +53,11 @@ pub use optim::{
     DpOptimizer, DpOptimizerConfig, LrSchedule, OptimizerCheckpoint, OptimizerKind, OptimizerMeta,
     StepInfo,
 };
+pub use plan::{NoisePlan, TrainPlan, plan_noise};
 pub use prefix::PrefixCache;
 pub use rng::{NoiseRng, NoiseRngState, SeedSource};
 pub use sampler::{PoissonSampler, split_by_tokens};
+pub use step::{ClippedBatch, MicroBatch, RecordedGrads, clip_sum, record_examples, record_grads};
 pub use task::{EncodedSet, Task, per_example_loss, per_example_loss_masked};
-pub use trainer::{
-    DpTrainer, Duration, Observer, PrivacyTarget, Start, StepMetrics, TrainConfig, TrainData,
-    TrainPlan, TrainSummary, TrainerOptions, prepare_model,
-};
+pub use trainer::DpTrainer;
+pub use trainer_io::{Observer, Start, StepMetrics, TrainData, TrainSummary, TrainerOptions};

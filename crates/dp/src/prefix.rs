@@ -2,10 +2,10 @@
 //!
 //! When the embeddings and blocks `0..upto` are frozen, what they compute for an example never
 //! changes during training, so it is computed once (the first time the example is drawn) and
-//! reused in every later step, epoch or selection candidate (DESIGN.md, "The per-example gradient
-//! engine"). The states are stored per example without padding (T_i × d) and re-padded with
-//! zeros for each micro-batch: with right padding the real tokens never attend to the padding
-//! (BERT masks it, Llama is causal), so the padded rows' contents change nothing that is scored.
+//! reused in every later step, epoch or selection candidate (docs/design.md, §4). The states are
+//! stored per example without padding (T_i × d) and re-padded with zeros for each micro-batch:
+//! with right padding the real tokens never attend to the padding (BERT masks it, Llama is
+//! causal), so the padded rows' contents change nothing that is scored.
 //!
 //! Privacy: a pure function of the frozen weights and the example; it changes no clipping or
 //! noise, so it is invisible to the accountant.

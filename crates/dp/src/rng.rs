@@ -117,10 +117,7 @@ impl NoiseRng {
     /// Shuffles `items` in place (Fisher–Yates, one [`Self::uniform_f64`] draw per position from
     /// the end).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = ((self.uniform_f64() * (i + 1) as f64) as usize).min(i);
-            items.swap(i, j);
-        }
+        dpselft_data::fisher_yates(items, || self.uniform_f64());
     }
 
     /// The state to save in a checkpoint; [`Self::from_state`] resumes the exact stream.

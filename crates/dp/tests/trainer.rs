@@ -9,7 +9,7 @@ use dpselft_dp::{
     DpTrainer, Duration, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig, TrainableParams,
     per_example_loss,
 };
-use dpselft_model::trainable::{self, TrainableSpec};
+use dpselft_model::trainable;
 use dpselft_model::{Batch, Ctx, Model, Pooling};
 use dpselft_privacy::PrivacyLedger;
 use dpselft_testkit::{PAD_UNK, WORDS, random_model, tiny_bert_config};
@@ -49,7 +49,7 @@ fn dataset(n: usize, seed: u64) -> Dataset {
 fn config() -> TrainConfig {
     TrainConfig {
         task: Task::Classify,
-        trainable: "head,last:1".into(),
+        trainable: "head,last:1".parse().unwrap(),
         duration: Duration::Epochs(6.0),
         batch_size: 40,
         clip: 1.0,
@@ -109,7 +109,7 @@ fn dp_training_learns_an_easy_task_within_budget() {
     let ledger = PrivacyLedger::open(dir.path().join("ledger.json")).unwrap();
     let steps: u64 = ledger.entries().iter().map(|e| e.steps).sum();
     assert_eq!(steps, summary.plan.total_steps);
-    let eps = ledger.spent().pld.epsilon.unwrap();
+    let eps = ledger.spent().epsilon().unwrap();
     assert!(eps <= 8.0 && eps > 7.0, "ε = {eps}");
     assert_eq!(summary.epsilon, Some(eps));
     // Metrics lines for steps and evaluations; no checkpoint left behind (it holds the key).
@@ -142,12 +142,7 @@ fn non_private_step_is_plain_gradient_descent_on_the_summed_loss() {
     reference
         .set_classifier(train.labels.clone(), Pooling::Mean, cfg.init_seed)
         .unwrap();
-    trainable::apply(
-        &mut reference,
-        &TrainableSpec::parse(&cfg.trainable).unwrap(),
-        cfg.init_seed,
-    )
-    .unwrap();
+    trainable::apply(&mut reference, &cfg.trainable, cfg.init_seed).unwrap();
     let ref_params = TrainableParams::of(&reference).unwrap();
     let set = dpselft_dp::EncodedSet::new(&reference, &train, Task::Classify, 16).unwrap();
     let all: Vec<usize> = (0..train.len()).collect();

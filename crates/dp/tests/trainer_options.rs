@@ -9,7 +9,7 @@ use dpselft_dp::{
     TrainConfig, TrainData, TrainerOptions, per_example_loss_masked,
 };
 use dpselft_model::{Ctx, LlamaConfig, Model, ModelConfig};
-use dpselft_privacy::{LedgerEntry, Mechanism, PldAccountant, PrivacyLedger};
+use dpselft_privacy::{LedgerEntry, Mechanism, PldAccountant, PrivacyLedger, Stage};
 use dpselft_testkit::{PAD_UNK, colour_animal_dataset, random_model, tiny_bert_config};
 
 fn tiny_bert(layers: usize) -> Model {
@@ -23,7 +23,7 @@ fn dataset(n: usize) -> Dataset {
 fn config(epsilon: f64) -> TrainConfig {
     TrainConfig {
         task: Task::Classify,
-        trainable: "head,last:1".into(),
+        trainable: "head,last:1".parse().unwrap(),
         duration: Duration::Steps(12),
         batch_size: 20,
         clip: 1.0,
@@ -51,16 +51,22 @@ fn a_shared_ledger_makes_all_stages_together_meet_the_target() {
     let ledger_path = dir.path().join("ledger.json");
     let mut ledger = PrivacyLedger::create(&ledger_path, 1e-5).unwrap();
     ledger
-        .record(LedgerEntry::gaussian(20.0, 1.0, 1, "earlier stage"))
+        .record(LedgerEntry::gaussian(20.0, 1.0, 1, Stage::SynthHistogram))
         .unwrap();
     ledger
-        .record(LedgerEntry::sampled_gaussian(0.05, 2.0, 10, 1.0, "another"))
+        .record(LedgerEntry::sampled_gaussian(
+            0.05,
+            2.0,
+            10,
+            1.0,
+            Stage::SynthGenerator,
+        ))
         .unwrap();
     let earlier = ledger.mechanisms().unwrap();
     let eps_earlier = PldAccountant::default().epsilon(&earlier, 1e-5).unwrap();
     let options = TrainerOptions {
         shared_ledger: Some(ledger_path.clone()),
-        purpose: Some("final".into()),
+        stage: Stage::Train,
         prefix_cache: false,
     };
     let data = dataset(200);
@@ -78,7 +84,7 @@ fn a_shared_ledger_makes_all_stages_together_meet_the_target() {
     let summary = trainer.run(&mut ()).unwrap();
     let ledger = PrivacyLedger::open(&ledger_path).unwrap();
     assert_eq!(ledger.entries().len(), 3, "the run appended its steps");
-    let total = ledger.spent().pld.epsilon.unwrap();
+    let total = ledger.spent().epsilon().unwrap();
     assert!(eps_earlier > 0.1 && eps_earlier < 3.0, "{eps_earlier}");
     assert!(total <= 3.0, "composition {total} exceeds the target");
     assert!(total > 2.99, "σ not calibrated tightly: {total}");

@@ -34,7 +34,6 @@
 
 #![deny(missing_docs)]
 
-pub mod assets;
 pub mod batch;
 pub mod bert;
 pub mod config;

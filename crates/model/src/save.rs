@@ -1,34 +1,16 @@
 //! Saving: atomic writes and the Hugging Face layout.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{ModelError, Result};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and synced,
-/// then renamed over `path`.
+/// Writes `bytes` to `path` atomically through [`dpselft_fsio::write_bytes_atomic`] (a synced
+/// temporary file renamed over `path`, then the folder synced), creating the folder first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| ModelError::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ModelError::io(path, e));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     }
-    Ok(())
+    dpselft_fsio::write_bytes_atomic(path, bytes).map_err(|e| ModelError::io(path, e))
 }
 
 use std::collections::{BTreeMap, HashMap};
@@ -110,10 +92,9 @@ pub fn save_hf(model: &Model, dir: &Path) -> Result<()> {
         .map_err(|e| ModelError::Invalid(format!("serialising config: {e}")))?;
     write_atomic(&dir.join("config.json"), cfg_text.as_bytes())?;
     let tensors: HashMap<String, Tensor> = hf_tensors(model)?.into_iter().collect();
-    let st = dir.join("model.safetensors");
-    let tmp = dir.join(format!(".model.safetensors.tmp{}", std::process::id()));
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &st).map_err(|e| ModelError::io(&st, e))?;
+    let bytes = safetensors::tensor::serialize(&tensors, None)
+        .map_err(|e| ModelError::Invalid(format!("serialising the weights: {e}")))?;
+    write_atomic(&dir.join("model.safetensors"), &bytes)?;
     if let Some(tok) = &model.tokenizer {
         crate::tokenizer::save_tokenizer_json(tok, &dir.join("tokenizer.json"))?;
     }

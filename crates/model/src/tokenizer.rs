@@ -168,6 +168,12 @@ pub fn write_gguf_tokenizer_json(gguf_path: &Path, out_path: &Path) -> Result<()
     save_tokenizer_json(&tok, out_path)
 }
 
+/// [`write_gguf_tokenizer_json`] with the error as a message: the GGUF hook that the assets
+/// crate's `loader_files` takes (it derives SmolLM2's `tokenizer.json` after unpacking).
+pub fn derive_gguf_tokenizer(gguf_path: &Path, out_path: &Path) -> std::result::Result<(), String> {
+    write_gguf_tokenizer_json(gguf_path, out_path).map_err(|e| e.to_string())
+}
+
 /// Writes a tokenizer as `tokenizer.json` atomically (temporary file + rename).
 pub fn save_tokenizer_json(tok: &Tokenizer, out_path: &Path) -> Result<()> {
     let json = tok

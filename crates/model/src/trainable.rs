@@ -55,7 +55,10 @@ impl Default for LoraSpec {
     }
 }
 
-/// A parsed trainable-set spec.
+/// A parsed trainable-set spec: parsed once at the edge ([`TrainableSpec::parse`], or
+/// [`std::str::FromStr`]), then passed as this type. It prints ([`std::fmt::Display`]) and
+/// serialises as the text it was parsed from, so configurations and reports keep the user's
+/// spelling and `parse(&spec.to_string()) == spec`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrainableSpec {
     /// Units selected.
@@ -64,6 +67,35 @@ pub struct TrainableSpec {
     pub lora: Option<LoraSpec>,
     /// BitFit (biases and norm weights of every block, plus embedding/final norms).
     pub bitfit: bool,
+    /// The spec's text (trimmed).
+    text: String,
+}
+
+impl std::fmt::Display for TrainableSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for TrainableSpec {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl serde::Serialize for TrainableSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TrainableSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 const LORA_TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
@@ -75,7 +107,10 @@ impl TrainableSpec {
             spec: spec.to_string(),
             what,
         };
-        let mut out = TrainableSpec::default();
+        let mut out = TrainableSpec {
+            text: spec.trim().to_string(),
+            ..TrainableSpec::default()
+        };
         let mut in_lora = false;
         let items: Vec<&str> = spec
             .split([',', ';'])
@@ -151,12 +186,36 @@ impl TrainableSpec {
         Ok(out)
     }
 
+    /// The head (if `head`) and the blocks `blocks`, in order: `head,block.1,block.3`.
+    pub fn head_and_blocks(head: bool, blocks: &[usize]) -> Self {
+        let mut units: Vec<UnitSel> = Vec::new();
+        let mut items: Vec<String> = Vec::new();
+        if head {
+            units.push(UnitSel::Unit(UnitId::Head));
+            items.push("head".into());
+        }
+        for &b in blocks {
+            units.push(UnitSel::Unit(UnitId::Block(b)));
+            items.push(format!("block.{b}"));
+        }
+        Self {
+            units,
+            text: items.join(","),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the spec trains nothing at all (the empty set: `head_and_blocks(false, &[])`).
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.lora.is_none() && !self.bitfit
+    }
+
     /// The parameter names this spec trains in `m` (after [`apply`] created LoRA factors).
     /// Errors name units the model does not have.
     pub fn resolve(&self, m: &Model) -> Result<Vec<String>> {
         let l = m.num_blocks();
         let err = |what: String| ModelError::TrainableSpec {
-            spec: format!("{self:?}"),
+            spec: self.text.clone(),
             what,
         };
         let mut ids: BTreeSet<UnitId> = BTreeSet::new();

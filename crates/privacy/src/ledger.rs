@@ -1,5 +1,6 @@
-//! The privacy ledger: a JSON file per run recording every mechanism actually executed and the
-//! (ε, δ) spent so far under both accountants. Every update is written atomically (temporary file
+//! The privacy ledger: a JSON file per run recording every mechanism actually executed (with the
+//! stage it belongs to and whether its noise was seeded) and the (ε, δ) spent so far under each of
+//! the ledger's accountants, the first of which is the guarantee. Every update is written atomically (temporary file
 //! in the same directory, flushed, then renamed over the ledger), so a crash leaves either the old
 //! or the new ledger, never a partial one. A resumed run reopens and continues the ledger; since
 //! totals are always recomputed from the full list of entries (identical (q, σ) entries are
@@ -9,15 +10,47 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::accountant::{Accountant, AccountantConfig, Guarantee};
 use crate::error::{PrivacyError, Result};
 use crate::mechanism::Mechanism;
-use crate::pld::PldAccountant;
-use crate::rdp::{RdpAccountant, check_delta};
+use crate::rdp::check_delta;
 
 /// Format tag written in every ledger file.
 pub const LEDGER_FORMAT: &str = "dpselft-privacy-ledger";
-/// Version of the ledger file layout.
-pub const LEDGER_VERSION: u32 = 1;
+/// Version of the ledger file layout (version 1 files, with a free-text `purpose` per entry and
+/// one PLD discretisation, are read and rewritten as version 2).
+pub const LEDGER_VERSION: u32 = 2;
+
+/// The part of a run a mechanism belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// The synthetic stage's noisy label histogram.
+    SynthHistogram,
+    /// The synthetic stage's DP fine-tuning of the generator.
+    SynthGenerator,
+    /// DP fine-tuning of the target model.
+    Train,
+}
+
+impl Stage {
+    /// Whether the stage belongs to the synthetic-data stage.
+    pub fn is_synth(self) -> bool {
+        matches!(self, Self::SynthHistogram | Self::SynthGenerator)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::SynthHistogram => "synth: label histogram",
+            Self::SynthGenerator => "synth: generator",
+            Self::Train => "train",
+        })
+    }
+}
 
 /// The kind of an executed mechanism.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,41 +75,44 @@ pub struct LedgerEntry {
     pub steps: u64,
     /// L2 sensitivity (clip norm for DP-SGD); the noise std is `noise_multiplier · sensitivity`.
     pub sensitivity: f64,
-    /// What the mechanism was for ("synth", "label-histogram", "train", …).
-    pub purpose: String,
+    /// The stage the mechanism belongs to.
+    pub stage: Stage,
+    /// Whether its randomness came from a user seed (reproducible by whoever has the seed).
+    pub seeded: bool,
 }
 
 impl LedgerEntry {
     /// An entry for `steps` DP-SGD steps with sampling rate `q`, noise multiplier `sigma` and clip
-    /// norm `clip_norm`.
-    pub fn sampled_gaussian(
-        q: f64,
-        sigma: f64,
-        steps: u64,
-        clip_norm: f64,
-        purpose: impl Into<String>,
-    ) -> Self {
+    /// norm `clip_norm`, of `stage` (not seeded; see [`Self::seeded`]).
+    pub fn sampled_gaussian(q: f64, sigma: f64, steps: u64, clip_norm: f64, stage: Stage) -> Self {
         Self {
             kind: MechanismKind::SampledGaussian,
             noise_multiplier: sigma,
             sampling_rate: q,
             steps,
             sensitivity: clip_norm,
-            purpose: purpose.into(),
+            stage,
+            seeded: false,
         }
     }
 
     /// An entry for `count` releases of a Gaussian mechanism with noise multiplier `sigma`
-    /// (std = σ·sensitivity).
-    pub fn gaussian(sigma: f64, sensitivity: f64, count: u64, purpose: impl Into<String>) -> Self {
+    /// (std = σ·sensitivity), of `stage` (not seeded; see [`Self::seeded`]).
+    pub fn gaussian(sigma: f64, sensitivity: f64, count: u64, stage: Stage) -> Self {
         Self {
             kind: MechanismKind::Gaussian,
             noise_multiplier: sigma,
             sampling_rate: 1.0,
             steps: count,
             sensitivity,
-            purpose: purpose.into(),
+            stage,
+            seeded: false,
         }
+    }
+
+    /// The entry with its seeded flag set to `seeded`.
+    pub fn seeded(self, seeded: bool) -> Self {
+        Self { seeded, ..self }
     }
 
     /// The mechanism to account for (validated).
@@ -107,43 +143,43 @@ impl LedgerEntry {
     }
 }
 
-/// (ε, δ) spent under the PLD accountant. `epsilon` is `None` when unbounded.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PldSpent {
-    /// ε at `delta` (None: unbounded).
-    pub epsilon: Option<f64>,
-    /// δ.
-    pub delta: f64,
-}
-
-/// (ε, δ) spent under the RDP accountant, with the optimal order.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RdpSpent {
-    /// ε at `delta` (None: unbounded).
-    pub epsilon: Option<f64>,
-    /// δ.
-    pub delta: f64,
-    /// Optimal Rényi order (None when nothing was spent or ε is unbounded).
-    pub order: Option<f64>,
-}
-
-/// The privacy spent by all entries so far.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Spent {
-    /// Under the PLD accountant (the reported guarantee).
-    pub pld: PldSpent,
-    /// Under the RDP accountant.
-    pub rdp: RdpSpent,
-}
-
+/// The privacy spent by all entries so far, under each of the ledger's accountants.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct LedgerFile {
-    format: String,
-    version: u32,
-    delta: f64,
-    pld_discretisation: f64,
-    entries: Vec<LedgerEntry>,
-    spent: Spent,
+pub struct Spent {
+    /// The accountant whose result is the guarantee (the ledger's first).
+    pub guarantee: String,
+    /// Per accountant name.
+    pub by_accountant: BTreeMap<String, Guarantee>,
+}
+
+impl Spent {
+    /// The guarantee: (ε, δ) under the ledger's first accountant.
+    pub fn guarantee(&self) -> Guarantee {
+        self.by_accountant[&self.guarantee]
+    }
+
+    /// ε of the guarantee (None: unbounded).
+    pub fn epsilon(&self) -> Option<f64> {
+        self.guarantee().epsilon
+    }
+
+    /// (ε, δ) under the accountant named `name`, if the ledger has it.
+    pub fn under(&self, name: &str) -> Option<Guarantee> {
+        self.by_accountant.get(name).copied()
+    }
+}
+
+/// The file's contents (version 2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LedgerFile {
+    pub(crate) format: String,
+    pub(crate) version: u32,
+    pub(crate) delta: f64,
+    /// The first is the guarantee.
+    pub(crate) accountants: Vec<AccountantConfig>,
+    pub(crate) entries: Vec<LedgerEntry>,
+    pub(crate) spent: Spent,
 }
 
 /// A privacy ledger bound to a file.
@@ -153,63 +189,57 @@ pub struct PrivacyLedger {
     file: LedgerFile,
 }
 
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
-}
-
-fn compute_spent(entries: &[LedgerEntry], delta: f64, discretisation: f64) -> Result<Spent> {
+fn compute_spent(
+    entries: &[LedgerEntry],
+    delta: f64,
+    accountants: &[AccountantConfig],
+) -> Result<Spent> {
     let mechanisms = entries
         .iter()
         .map(LedgerEntry::mechanism)
         .collect::<Result<Vec<_>>>()?;
-    if mechanisms.is_empty() {
-        return Ok(Spent {
-            pld: PldSpent {
-                epsilon: Some(0.0),
-                delta,
-            },
-            rdp: RdpSpent {
-                epsilon: Some(0.0),
-                delta,
-                order: None,
-            },
-        });
+    let mut by_accountant = BTreeMap::new();
+    for config in accountants {
+        let g = if mechanisms.is_empty() {
+            Guarantee::nothing(delta)
+        } else {
+            config.build().guarantee(&mechanisms, delta)?
+        };
+        by_accountant.insert(config.name().to_string(), g);
     }
-    let pld = PldAccountant::with_discretisation(discretisation).epsilon(&mechanisms, delta)?;
-    let rdp = RdpAccountant::default().epsilon(&mechanisms, delta)?;
     Ok(Spent {
-        pld: PldSpent {
-            epsilon: finite(pld),
-            delta,
-        },
-        rdp: RdpSpent {
-            epsilon: finite(rdp.epsilon),
-            delta,
-            order: finite(rdp.order),
-        },
+        guarantee: accountants
+            .first()
+            .ok_or_else(|| PrivacyError::invalid("accountants", "none", "at least one accountant"))?
+            .name()
+            .to_string(),
+        by_accountant,
     })
 }
 
 impl PrivacyLedger {
-    /// Creates a new, empty ledger at `path` for target δ `delta` (PLD discretisation 1e-4), and
-    /// writes it. Fails if the file already exists (a resumed run must use [`Self::open`]).
+    /// Creates a new, empty ledger at `path` for target δ `delta` with the default accountants
+    /// ([`AccountantConfig::defaults`]: PLD, then RDP), and writes it. Fails if the file already
+    /// exists (a resumed run must use [`Self::open`]).
     pub fn create(path: impl AsRef<Path>, delta: f64) -> Result<Self> {
-        Self::create_with(
-            path,
-            delta,
-            crate::pld::PldOptions::default().discretisation,
-        )
+        Self::create_with_accountants(path, delta, AccountantConfig::defaults())
     }
 
     /// Like [`Self::create`] with an explicit PLD discretisation.
     pub fn create_with(path: impl AsRef<Path>, delta: f64, discretisation: f64) -> Result<Self> {
+        let pld = AccountantConfig::Pld { discretisation };
+        Self::create_with_accountants(path, delta, vec![pld, AccountantConfig::Rdp])
+    }
+
+    /// Like [`Self::create`] with explicit accountants, the first of which is the guarantee.
+    pub fn create_with_accountants(
+        path: impl AsRef<Path>,
+        delta: f64,
+        accountants: Vec<AccountantConfig>,
+    ) -> Result<Self> {
         check_delta(delta)?;
-        if !(discretisation.is_finite() && discretisation > 0.0) {
-            return Err(PrivacyError::invalid(
-                "discretisation",
-                discretisation,
-                "a finite number > 0",
-            ));
+        for a in &accountants {
+            a.validate()?;
         }
         let path = path.as_ref().to_path_buf();
         if path.exists() {
@@ -225,16 +255,18 @@ impl PrivacyLedger {
             format: LEDGER_FORMAT.to_string(),
             version: LEDGER_VERSION,
             delta,
-            pld_discretisation: discretisation,
+            spent: compute_spent(&[], delta, &accountants)?,
+            accountants,
             entries: Vec::new(),
-            spent: compute_spent(&[], delta, discretisation)?,
         };
         let ledger = Self { path, file };
         ledger.write()?;
         Ok(ledger)
     }
 
-    /// Opens an existing ledger, validates every entry and recomputes the totals.
+    /// Opens an existing ledger (version 2, or version 1, which is upgraded in memory and
+    /// written as version 2 by the next [`Self::record`]), validates every entry and recomputes
+    /// the totals.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let text = std::fs::read_to_string(&path).map_err(|source| PrivacyError::Io {
@@ -245,26 +277,16 @@ impl PrivacyLedger {
             path: path.clone(),
             message,
         };
-        let mut file: LedgerFile = serde_json::from_str(&text).map_err(|e| {
-            bad(format!(
-                "not a valid ledger (line {}, column {}): {e}",
-                e.line(),
-                e.column()
-            ))
-        })?;
-        if file.format != LEDGER_FORMAT || file.version != LEDGER_VERSION {
-            return Err(bad(format!(
-                "expected format \"{LEDGER_FORMAT}\" version {LEDGER_VERSION}, found \"{}\" \
-                 version {}",
-                file.format, file.version
-            )));
-        }
+        let mut file = crate::ledger_format::parse(&text).map_err(bad)?;
         check_delta(file.delta).map_err(|e| bad(e.to_string()))?;
+        for a in &file.accountants {
+            a.validate().map_err(|e| bad(e.to_string()))?;
+        }
         for (i, e) in file.entries.iter().enumerate() {
             e.mechanism()
-                .map_err(|err| bad(format!("entry {i} ({}): {err}", e.purpose)))?;
+                .map_err(|err| bad(format!("entry {i} ({}): {err}", e.stage)))?;
         }
-        file.spent = compute_spent(&file.entries, file.delta, file.pld_discretisation)?;
+        file.spent = compute_spent(&file.entries, file.delta, &file.accountants)?;
         Ok(Self { path, file })
     }
 
@@ -296,10 +318,10 @@ impl PrivacyLedger {
         entry.mechanism()?;
         let mut entries = self.file.entries.clone();
         entries.push(entry);
-        let spent = compute_spent(&entries, self.file.delta, self.file.pld_discretisation)?;
+        let spent = compute_spent(&entries, self.file.delta, &self.file.accountants)?;
         let new_file = LedgerFile {
             entries,
-            spent,
+            spent: spent.clone(),
             ..self.file.clone()
         };
         let old = std::mem::replace(&mut self.file, new_file);
@@ -317,7 +339,34 @@ impl PrivacyLedger {
 
     /// The totals spent so far.
     pub fn spent(&self) -> Spent {
-        self.file.spent
+        self.file.spent.clone()
+    }
+
+    /// The ledger's accountants, the guarantee first.
+    pub fn accountants(&self) -> &[AccountantConfig] {
+        &self.file.accountants
+    }
+
+    /// The accountant of the guarantee: calibrations and partial totals against this ledger use
+    /// it, so that they agree with the ledger's own totals.
+    pub fn guarantee_accountant(&self) -> Box<dyn Accountant> {
+        self.file.accountants[0].build()
+    }
+
+    /// ε under the guarantee's accountant of the mechanisms of the stages that `keep` selects
+    /// (e.g. one stage's share of the total), at the ledger's δ.
+    pub fn epsilon_of(&self, keep: impl Fn(Stage) -> bool) -> Result<f64> {
+        let ms: Vec<Mechanism> = self
+            .file
+            .entries
+            .iter()
+            .filter(|e| keep(e.stage))
+            .map(LedgerEntry::mechanism)
+            .collect::<Result<_>>()?;
+        if ms.is_empty() {
+            return Ok(0.0);
+        }
+        self.guarantee_accountant().epsilon(&ms, self.file.delta)
     }
 
     /// The ledger's δ.

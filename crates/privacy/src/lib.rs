@@ -29,15 +29,16 @@ pub mod accountant;
 pub mod calibrate;
 pub mod error;
 pub mod ledger;
+mod ledger_format;
 pub mod mechanism;
 pub mod normal;
 pub mod pld;
 pub mod rdp;
 
-pub use accountant::Accountant;
+pub use accountant::{Accountant, AccountantConfig, Guarantee};
 pub use calibrate::calibrate_sigma;
 pub use error::{PrivacyError, Result};
-pub use ledger::{LedgerEntry, MechanismKind, PrivacyLedger, Spent};
+pub use ledger::{LedgerEntry, MechanismKind, PrivacyLedger, Spent, Stage};
 pub use mechanism::{Mechanism, sampling_from_epochs};
 pub use pld::{ComposedPld, PldAccountant, PldOptions};
 pub use rdp::{Conversion, RdpAccountant, RdpGuarantee};

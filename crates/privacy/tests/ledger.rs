@@ -1,17 +1,32 @@
 //! The privacy ledger: atomic appends, reload-and-continue equals an uninterrupted run.
 
-use dpselft_privacy::{LedgerEntry, Mechanism, PldAccountant, PrivacyError, PrivacyLedger};
+use dpselft_privacy::{
+    Accountant, LedgerEntry, Mechanism, PldAccountant, PrivacyError, PrivacyLedger, RdpAccountant,
+    Stage,
+};
 
 fn run(ledger: &mut PrivacyLedger, train_chunks: &[u64]) {
     ledger
-        .record(LedgerEntry::sampled_gaussian(0.05, 1.2, 300, 1.0, "synth"))
+        .record(LedgerEntry::sampled_gaussian(
+            0.05,
+            1.2,
+            300,
+            1.0,
+            Stage::SynthGenerator,
+        ))
         .unwrap();
     ledger
-        .record(LedgerEntry::gaussian(20.0, 1.0, 1, "label-histogram"))
+        .record(LedgerEntry::gaussian(20.0, 1.0, 1, Stage::SynthHistogram))
         .unwrap();
     for &c in train_chunks {
         ledger
-            .record(LedgerEntry::sampled_gaussian(0.02, 1.0, c, 0.5, "train"))
+            .record(LedgerEntry::sampled_gaussian(
+                0.02,
+                1.0,
+                c,
+                0.5,
+                Stage::Train,
+            ))
             .unwrap();
     }
 }
@@ -29,7 +44,13 @@ fn reload_and_continue_equals_uninterrupted() {
     drop(first);
     let mut resumed = PrivacyLedger::open(&b).unwrap();
     resumed
-        .record(LedgerEntry::sampled_gaussian(0.02, 1.0, 400, 0.5, "train"))
+        .record(LedgerEntry::sampled_gaussian(
+            0.02,
+            1.0,
+            400,
+            0.5,
+            Stage::Train,
+        ))
         .unwrap();
     assert_eq!(straight.spent(), resumed.spent());
     assert_eq!(straight.entries(), resumed.entries());
@@ -44,8 +65,9 @@ fn reload_and_continue_equals_uninterrupted() {
         Mechanism::sampled_gaussian(0.02, 1.0, 1000).unwrap(),
     ];
     let eps = PldAccountant::default().epsilon(&events, 1e-5).unwrap();
-    assert_eq!(straight.spent().pld.epsilon, Some(eps));
-    let rdp = straight.spent().rdp;
+    assert_eq!(straight.spent().epsilon(), Some(eps));
+    assert_eq!(straight.spent().guarantee, "pld");
+    let rdp = straight.spent().under("rdp").unwrap();
     assert!(rdp.epsilon.unwrap() >= eps);
     assert!(rdp.order.is_some());
     // Reopening recomputes the same totals.
@@ -63,8 +85,8 @@ fn ledger_file_records_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ledger.json");
     let mut l = PrivacyLedger::open_or_create(&p, 1e-6).unwrap();
-    assert_eq!(l.spent().pld.epsilon, Some(0.0));
-    l.record(LedgerEntry::sampled_gaussian(0.01, 1.1, 50, 1.0, "train"))
+    assert_eq!(l.spent().epsilon(), Some(0.0));
+    l.record(LedgerEntry::sampled_gaussian(0.01, 1.1, 50, 1.0, Stage::Train).seeded(true))
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let e = &v["entries"][0];
@@ -73,10 +95,25 @@ fn ledger_file_records_every_field() {
     assert_eq!(e["sampling_rate"], 0.01);
     assert_eq!(e["steps"], 50);
     assert_eq!(e["sensitivity"], 1.0);
-    assert_eq!(e["purpose"], "train");
+    assert_eq!(e["stage"], "train");
+    assert_eq!(e["seeded"], true);
     assert_eq!(v["delta"], 1e-6);
-    assert!(v["spent"]["pld"]["epsilon"].as_f64().unwrap() > 0.0);
-    assert!(v["spent"]["rdp"]["epsilon"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["accountants"][0]["name"], "pld");
+    assert_eq!(v["accountants"][0]["discretisation"], 1e-4);
+    assert_eq!(v["accountants"][1]["name"], "rdp");
+    assert!(
+        v["spent"]["by_accountant"]["pld"]["epsilon"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        v["spent"]["by_accountant"]["rdp"]["epsilon"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     // open_or_create continues it.
     let l2 = PrivacyLedger::open_or_create(&p, 1e-6).unwrap();
     assert_eq!(l2.entries().len(), 1);
@@ -98,10 +135,19 @@ fn ledger_errors_are_clear() {
     // Invalid entries change nothing.
     let before = std::fs::read_to_string(&p).unwrap();
     assert!(
-        l.record(LedgerEntry::sampled_gaussian(0.0, 1.0, 5, 1.0, "x"))
+        l.record(LedgerEntry::sampled_gaussian(
+            0.0,
+            1.0,
+            5,
+            1.0,
+            Stage::Train
+        ))
+        .is_err()
+    );
+    assert!(
+        l.record(LedgerEntry::gaussian(-1.0, 1.0, 1, Stage::Train))
             .is_err()
     );
-    assert!(l.record(LedgerEntry::gaussian(-1.0, 1.0, 1, "x")).is_err());
     assert_eq!(std::fs::read_to_string(&p).unwrap(), before);
     assert!(l.entries().is_empty());
     // A corrupt file names the problem.
@@ -109,4 +155,69 @@ fn ledger_errors_are_clear() {
     let err = PrivacyLedger::open(&p).unwrap_err();
     assert!(matches!(err, PrivacyError::LedgerFormat { .. }));
     assert!(err.to_string().contains("line 1"), "{err}");
+}
+
+/// A version-1 ledger (free-text purposes, one PLD discretisation) opens as version 2: stages and
+/// seeded flags from the purposes, totals recomputed, and the next record writes version 2.
+#[test]
+fn version_1_ledgers_are_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ledger.json");
+    let v1 = r#"{
+  "format": "dpselft-privacy-ledger",
+  "version": 1,
+  "delta": 1e-5,
+  "pld_discretisation": 0.0001,
+  "entries": [
+    {"kind": "gaussian", "noise_multiplier": 16.3, "sampling_rate": 1.0, "steps": 1,
+     "sensitivity": 1.0, "purpose": "synth: label histogram"},
+    {"kind": "sampled_gaussian", "noise_multiplier": 1.4, "sampling_rate": 0.1, "steps": 3,
+     "sensitivity": 1.0, "purpose": "synth: generator (seeded: noise reproducible from the seed)"},
+    {"kind": "sampled_gaussian", "noise_multiplier": 1.1, "sampling_rate": 0.2, "steps": 10,
+     "sensitivity": 1.0, "purpose": "train (seeded: noise reproducible from the seed)"}
+  ],
+  "spent": {"pld": {"epsilon": 4.0, "delta": 1e-5}, "rdp": {"epsilon": 4.6, "delta": 1e-5, "order": 9.0}}
+}"#;
+    std::fs::write(&p, v1).unwrap();
+    let mut l = PrivacyLedger::open(&p).unwrap();
+    let stages: Vec<(Stage, bool)> = l.entries().iter().map(|e| (e.stage, e.seeded)).collect();
+    assert_eq!(
+        stages,
+        [
+            (Stage::SynthHistogram, false),
+            (Stage::SynthGenerator, true),
+            (Stage::Train, true)
+        ]
+    );
+    // The stored totals are not trusted: they are recomputed from the entries.
+    let events = [
+        Mechanism::gaussian(16.3, 1.0, 1).unwrap(),
+        Mechanism::sampled_gaussian(0.1, 1.4, 3).unwrap(),
+        Mechanism::sampled_gaussian(0.2, 1.1, 10).unwrap(),
+    ];
+    let pld = PldAccountant::default().epsilon(&events, 1e-5).unwrap();
+    let rdp = Accountant::epsilon(&RdpAccountant::default(), &events, 1e-5).unwrap();
+    assert_eq!(l.spent().epsilon(), Some(pld));
+    assert_eq!(l.spent().under("rdp").unwrap().epsilon, Some(rdp));
+    // A stage's share under the ledger's own accountant.
+    let synth = l.epsilon_of(Stage::is_synth).unwrap();
+    let expected = PldAccountant::default()
+        .epsilon(&events[..2], 1e-5)
+        .unwrap();
+    assert_eq!(synth, expected);
+    l.record(LedgerEntry::sampled_gaussian(
+        0.2,
+        1.1,
+        1,
+        1.0,
+        Stage::Train,
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["entries"][1]["stage"], "synth-generator");
+    // An unknown purpose is named.
+    std::fs::write(&p, v1.replace("synth: label histogram", "mystery")).unwrap();
+    let err = PrivacyLedger::open(&p).unwrap_err().to_string();
+    assert!(err.contains("entry 0") && err.contains("mystery"), "{err}");
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use dpselft_dp::{DpTrainer, Duration, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig};
-use dpselft_model::Model;
+use dpselft_model::{Model, TrainableSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
@@ -56,7 +56,7 @@ pub struct MethodSettings {
     pub lr: f64,
     /// The trainable set (baselines); dp-selft methods choose their own.
     #[serde(default)]
-    pub trainable: Option<String>,
+    pub trainable: Option<TrainableSpec>,
     /// Train K blocks drawn at random (seeded by the cell's seed) and the head.
     #[serde(default)]
     pub random_k: Option<usize>,
@@ -166,8 +166,8 @@ pub struct CellResult {
     pub wall_s: f64,
     /// ε actually spent (PLD, ledger total); `None` for non-private.
     pub epsilon_spent: Option<f64>,
-    /// The trainable set trained (dp-selft: the chosen one).
-    pub trainable: String,
+    /// The trainable set trained (dp-selft: the chosen one; `None` until the cell has run).
+    pub trainable: Option<TrainableSpec>,
 }
 
 impl CellResult {
@@ -178,21 +178,6 @@ impl CellResult {
             self.seed,
         )
     }
-}
-
-/// The trainable spec of `k` blocks drawn at random with `seed` (public randomness, independent
-/// of the data), plus the head.
-pub fn random_blocks_spec(k: usize, num_blocks: usize, seed: u64) -> String {
-    let mut rng = dpselft_dp::NoiseRng::from_seed(seed);
-    let mut blocks: Vec<usize> = (0..num_blocks).collect();
-    rng.shuffle(&mut blocks);
-    let mut chosen = blocks[..k.min(num_blocks)].to_vec();
-    chosen.sort_unstable();
-    let mut spec = String::from("head");
-    for b in chosen {
-        spec += &format!(",block.{b}");
-    }
-    spec
 }
 
 /// Runs every cell not yet in `results.jsonl`, then writes the table and the chart.
@@ -263,7 +248,7 @@ fn cells(bench: &UtilityBench) -> Result<Vec<CellResult>> {
                     trainable_params: 0,
                     wall_s: 0.0,
                     epsilon_spent: None,
-                    trainable: String::new(),
+                    trainable: None,
                 });
             }
         }
@@ -319,12 +304,12 @@ fn run_cell(
             r.macro_f1 = test.macro_f1.unwrap_or(0.0);
             r.trainable_params = m.trainable_params;
             r.epsilon_spent = Some(m.epsilon_pld);
-            r.trainable = m.chosen_spec;
+            r.trainable = Some(m.chosen_spec);
         }
         kind => {
             let model = Model::load(&bench.paths.model, &Device::Cpu)?;
             let trainable = match (&settings.trainable, settings.random_k) {
-                (_, Some(k)) => random_blocks_spec(k, model.num_blocks(), cell.seed),
+                (_, Some(k)) => dpselft_dp::random_blocks_spec(k, model.num_blocks(), cell.seed),
                 (Some(t), None) => t.clone(),
                 (None, None) => {
                     return Err(SelftError::Config(format!(
@@ -379,7 +364,7 @@ fn run_cell(
             r.macro_f1 = test.macro_f1.unwrap_or(0.0);
             r.trainable_params = summary.plan.trainable_scalars;
             r.epsilon_spent = summary.epsilon;
-            r.trainable = trainable;
+            r.trainable = Some(trainable);
         }
     }
     r.wall_s = started.elapsed().as_secs_f64();
@@ -520,7 +505,9 @@ pub fn table_markdown(
             r.method,
             r.epsilon.map_or("∞".into(), |e| e.to_string()),
             r.seed,
-            r.trainable,
+            r.trainable
+                .as_ref()
+                .map_or(String::new(), ToString::to_string),
             r.trainable_params,
             r.accuracy,
             r.macro_f1,

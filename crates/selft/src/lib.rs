@@ -1,4 +1,4 @@
-//! DP-SelFT: differentially private selective fine-tuning (DESIGN.md, "The pipeline").
+//! DP-SelFT: differentially private selective fine-tuning (docs/design.md, §1).
 //!
 //! 1. [`synth`] — a DP synthetic data set from the private split (spends ε_syn);
 //! 2. [`select`] — noise-matched layer selection on the synthetic data only (free);

@@ -1,4 +1,4 @@
-//! `dpselft run`: the three stages chained in one run folder (DESIGN.md, "The pipeline").
+//! `dpselft run`: the three stages chained in one run folder (docs/design.md, §1).
 //!
 //! ```text
 //! private train split ─► synth (ε_syn) ─► synthetic/ ─► select (free) ─► selection.json
@@ -21,23 +21,18 @@ use std::time::Instant;
 use candle_core::Device;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
-    DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig,
-    TrainData, TrainerOptions,
+    DpTrainer, Duration, EvalMetrics, NoisePlan, OptimizerKind, PrivacyTarget, Start, Task,
+    TrainConfig, TrainData, TrainerOptions, plan_noise,
 };
-use dpselft_model::Model;
-use dpselft_privacy::{
-    Mechanism, PldAccountant, PrivacyLedger, calibrate_sigma, sampling_from_epochs,
-};
+use dpselft_model::{Model, TrainableSpec};
+use dpselft_privacy::{PrivacyLedger, Stage};
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
 use crate::data::{PrivateData, SyntheticData};
 use crate::error::{Result, SelftError, io_err};
 use crate::select::{Candidates, Perturbation, SelectConfig, Selection, select};
-use crate::synth::{
-    PURPOSE_GENERATOR, PURPOSE_HISTOGRAM, StageBudget, SynthConfig, SynthInputs, SynthReport,
-    synthesize,
-};
+use crate::synth::{StageBudget, SynthConfig, SynthInputs, SynthReport, synthesize};
 
 /// A whole run's configuration (`config.toml`): four sections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -180,6 +175,16 @@ pub enum Scale {
     Full,
 }
 
+impl RunSection {
+    /// The run's privacy target (ε, δ).
+    pub fn privacy(&self) -> PrivacyTarget {
+        PrivacyTarget::Private {
+            epsilon: self.epsilon,
+            delta: self.delta,
+        }
+    }
+}
+
 impl RunConfig {
     /// The configuration of a scale (the defaults are [`Scale::Small`]).
     pub fn preset(scale: Scale) -> Self {
@@ -286,7 +291,7 @@ pub struct RunMetrics {
     /// Private training examples n.
     pub train_examples: usize,
     /// The chosen trainable set.
-    pub chosen_spec: String,
+    pub chosen_spec: TrainableSpec,
     /// Its trainable scalars.
     pub trainable_params: usize,
     /// Whether the run was seeded (noise reproducible from the seed).
@@ -358,21 +363,19 @@ pub fn run_synth(
     Ok(private)
 }
 
-/// The fine-tuning plan: (q, T, σ_ft), σ_ft calibrated so that the ledger's mechanisms and the
-/// T fine-tuning steps together meet the target (PLD). `n` is the private split's size.
-pub fn train_plan(config: &RunConfig, n: usize, ledger: &Path) -> Result<(f64, u64, f64)> {
-    let (r, t) = (&config.run, &config.train);
-    let (q, steps) = sampling_from_epochs(n as u64, t.batch_size as u64, t.epochs)?;
-    let prior = PrivacyLedger::open(ledger)?.mechanisms()?;
-    let template = Mechanism::sampled_gaussian(q, 1.0, steps)?;
-    let sigma = calibrate_sigma(
-        &PldAccountant::default(),
-        &prior,
-        &template,
-        r.epsilon,
-        r.delta,
-    )?;
-    Ok((q, steps, sigma))
+/// The fine-tuning plan: (q, T, σ_ft), σ_ft calibrated ([`plan_noise`]) so that the ledger's
+/// mechanisms and the T fine-tuning steps together meet the target. `n` is the private split's
+/// size.
+pub fn train_plan(config: &RunConfig, n: usize, ledger: &Path) -> Result<NoisePlan> {
+    let ledger = PrivacyLedger::open(ledger)?;
+    Ok(plan_noise(
+        n,
+        config.train.batch_size,
+        Duration::Epochs(config.train.epochs),
+        config.run.privacy(),
+        &ledger.mechanisms()?,
+        ledger.guarantee_accountant().as_ref(),
+    )?)
 }
 
 /// Stage 2 in the run folder `out` (after [`run_synth`]): reads `config.toml`, `ledger.json`
@@ -385,7 +388,8 @@ pub fn run_select(
     let config = RunConfig::load(&out.join("config.toml"))?;
     let synthetic = SyntheticData::load(&out.join("synthetic"))?;
     let n = synthetic.manifest().private_examples;
-    let (q, _, sigma_ft) = train_plan(&config, n, &out.join("ledger.json"))?;
+    let plan = train_plan(&config, n, &out.join("ledger.json"))?;
+    let sigma_ft = plan.noise_multiplier;
     progress.message(&format!(
         "stage 2/3: layer selection on {} synthetic examples (σ_ft = {sigma_ft:.4})",
         synthetic.train().len()
@@ -400,7 +404,7 @@ pub fn run_select(
         kappa: s.kappa,
         seeds: s.seeds,
         noise_multiplier: sigma_ft,
-        final_batch_size: q * n as f64,
+        final_batch_size: plan.sampling_rate * n as f64,
         clip: t.clip,
         lr: t.lr,
         optimizer: t.optimizer,
@@ -431,7 +435,7 @@ pub fn run_train(
     let (r, t) = (&config.run, &config.train);
     let test = load_test(r, private.labels())?;
     let n = private.len();
-    let (_, _, sigma_ft) = train_plan(&config, n, &ledger_path)?;
+    let sigma_ft = train_plan(&config, n, &ledger_path)?.noise_multiplier;
     progress.message(&format!(
         "stage 3/3: DP fine-tuning {}",
         selection.chosen_spec
@@ -448,10 +452,7 @@ pub fn run_train(
         lr: t.lr,
         optimizer: t.optimizer,
         warmup_steps: 0,
-        privacy: PrivacyTarget::Private {
-            epsilon: r.epsilon,
-            delta: r.delta,
-        },
+        privacy: r.privacy(),
         max_tokens: t.max_tokens,
         max_seq_len: t.max_seq_len,
         eval_every: None,
@@ -462,7 +463,7 @@ pub fn run_train(
     };
     let options = TrainerOptions {
         shared_ledger: Some(ledger_path.clone()),
-        purpose: None,
+        stage: Stage::Train,
         prefix_cache: true,
     };
     let mut trainer = DpTrainer::new_with(
@@ -487,15 +488,7 @@ pub fn run_train(
 
     // The ledger's account, per stage and in total.
     let ledger = PrivacyLedger::open(&ledger_path)?;
-    let stage_eps = |purposes: &[&str]| -> Result<f64> {
-        let ms: Vec<Mechanism> = ledger
-            .entries()
-            .iter()
-            .filter(|e| purposes.iter().any(|p| e.purpose.starts_with(p)))
-            .map(|e| e.mechanism())
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(PldAccountant::default().epsilon(&ms, r.delta)?)
-    };
+
     let spent = ledger.spent();
     let metrics = RunMetrics {
         test: summary.eval.clone(),
@@ -504,13 +497,13 @@ pub fn run_train(
             .and_then(|t| majority_accuracy(private.dataset(), t)),
         target_epsilon: r.epsilon,
         delta: r.delta,
-        epsilon_pld: spent.pld.epsilon.unwrap_or(f64::INFINITY),
-        epsilon_rdp: spent.rdp.epsilon,
+        epsilon_pld: spent.epsilon().unwrap_or(f64::INFINITY),
+        epsilon_rdp: spent.under("rdp").and_then(|g| g.epsilon),
         stages: vec![
             StageSummary {
                 stage: "synth".into(),
                 wall_s: synth_report.wall_s,
-                epsilon: stage_eps(&[PURPOSE_HISTOGRAM, PURPOSE_GENERATOR])?,
+                epsilon: ledger.epsilon_of(Stage::is_synth)?,
             },
             StageSummary {
                 stage: "select".into(),
@@ -520,7 +513,7 @@ pub fn run_train(
             StageSummary {
                 stage: "train".into(),
                 wall_s: train_s,
-                epsilon: stage_eps(&[dpselft_dp::trainer::LEDGER_PURPOSE])?,
+                epsilon: ledger.epsilon_of(|s| s == Stage::Train)?,
             },
         ],
         train_sigma: plan.noise_multiplier,
@@ -549,7 +542,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn load_private(r: &RunSection) -> Result<PrivateData> {
     let mut train = load_dataset(&r.train_data, &LoadOptions::default())?;
     if let Some(limit) = r.train_limit {
-        subset(&mut train, limit, r.subset_seed);
+        dpselft_data::subset(&mut train, limit, r.subset_seed);
     }
     Ok(PrivateData::new(train))
 }
@@ -567,23 +560,9 @@ pub fn load_test(r: &RunSection, labels: &[String]) -> Result<Option<Dataset>> {
     };
     let mut t = load_dataset(path, &options)?;
     if let Some(limit) = r.test_limit {
-        subset(&mut t, limit, r.subset_seed ^ 1);
+        dpselft_data::subset(&mut t, limit, r.subset_seed ^ 1);
     }
     Ok(Some(t))
-}
-
-/// Keeps a seeded random subset of `limit` examples (in file order). Public randomness: which
-/// examples a run uses is chosen before, and independently of, any training.
-pub fn subset(data: &mut Dataset, limit: usize, seed: u64) {
-    if data.len() <= limit {
-        return;
-    }
-    let mut rng = dpselft_dp::NoiseRng::from_seed(seed);
-    let mut idx: Vec<usize> = (0..data.len()).collect();
-    rng.shuffle(&mut idx);
-    let mut keep = idx[..limit].to_vec();
-    keep.sort_unstable();
-    data.examples = keep.iter().map(|&i| data.examples[i].clone()).collect();
 }
 
 /// The test accuracy of always predicting the training split's most frequent label (the floor

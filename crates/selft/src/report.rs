@@ -197,7 +197,7 @@ pub fn candidates_svg(candidates: &[CandidateResult], chosen: &[usize]) -> Strin
             r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{left}" y="{y}" width="{w:.1}" height="{}" fill="{color}"/><text x="{}" y="{}">{:.4}</text>"#,
             left - 6.0,
             y + 14.0,
-            xml_escape(&c.spec),
+            xml_escape(&c.spec.to_string()),
             row - 6.0,
             left + w + 4.0,
             y + 14.0,

@@ -1,5 +1,5 @@
-//! Stage 2: noise-matched layer selection on the synthetic data (DESIGN.md, "2. Layer
-//! selection"). It reads only [`SyntheticData`] (see [`crate::data`]), so it spends no privacy.
+//! Stage 2: noise-matched layer selection on the synthetic data (docs/design.md,
+//! §3). It reads only [`SyntheticData`] (see [`crate::data`]), so it spends no privacy.
 //!
 //! Each candidate set c of blocks (plus the task head) is trained from the pretrained weights for
 //! τ steps on S_train with the final stage's clip norm C, optimizer and learning rate η, under a
@@ -20,11 +20,11 @@ use std::time::Instant;
 
 use candle_core::{D, DType, Tensor};
 use dpselft_dp::{
-    ClippedSumAccumulator, Clipping, DpOptimizer, DpOptimizerConfig, EncodedSet, LrSchedule,
-    NoiseRng, NormMethod, OptimizerKind, PrefixCache, Task, TrainableParams, clip_groups,
-    group_records, per_example_loss_masked, prepare_model, split_by_tokens,
+    Clipping, DpOptimizer, DpOptimizerConfig, EncodedSet, HeadChoice, LrSchedule, NoiseRng,
+    OptimizerKind, PrefixCache, Task, TrainableParams, blocks_spec, clip_sum,
+    per_example_loss_masked, prepare_model, split_by_tokens,
 };
-use dpselft_model::{Ctx, Model, Recorder};
+use dpselft_model::{Ctx, Model, TrainableSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
@@ -157,8 +157,8 @@ pub struct SelectConfig {
 pub struct CandidateResult {
     /// The blocks trained (with the head).
     pub blocks: Vec<usize>,
-    /// Its trainable spec.
-    pub spec: String,
+    /// Its trainable set.
+    pub spec: TrainableSpec,
     /// Trainable scalars d_c (head included).
     pub params: usize,
     /// The perturbation radius ρ_c (0 unless worst-case).
@@ -185,23 +185,13 @@ pub struct Selection {
     /// The chosen blocks U*.
     pub chosen: Vec<usize>,
     /// The chosen set as a trainable spec (head included for classification).
-    pub chosen_spec: String,
+    pub chosen_spec: TrainableSpec,
     /// Seconds for the whole stage.
     pub wall_s: f64,
 }
 
 /// Makes a fresh copy of the pretrained target model (each candidate starts from it).
 pub type ModelSource<'a> = dyn Fn() -> Result<Model> + 'a;
-
-/// The trainable spec of a block set: the head (classification) and `block.i` per block.
-pub fn spec_of(blocks: &[usize], task: Task) -> String {
-    let mut items: Vec<String> = Vec::new();
-    if task == Task::Classify {
-        items.push("head".into());
-    }
-    items.extend(blocks.iter().map(|b| format!("block.{b}")));
-    items.join(",")
-}
 
 /// Runs the selection stage (see the module documentation).
 pub fn select(
@@ -273,7 +263,7 @@ pub fn select(
     Ok(Selection {
         config: config.clone(),
         candidates: results,
-        chosen_spec: spec_of(&chosen, config.task),
+        chosen_spec: blocks_spec(&chosen, config.task),
         chosen,
         wall_s: started.elapsed().as_secs_f64(),
     })
@@ -378,7 +368,7 @@ fn train_candidate(
     sets: &mut Sets,
 ) -> Result<CandidateResult> {
     let started = Instant::now();
-    let spec = spec_of(blocks, config.task);
+    let spec = blocks_spec(blocks, config.task);
     let (mut scores, mut losses) = (Vec::new(), Vec::new());
     let (mut params_count, mut radius) = (0, 0.0);
     for s in 0..config.seeds {
@@ -386,7 +376,7 @@ fn train_candidate(
         prepare_model(
             &mut model,
             config.task,
-            sets.labels.clone(),
+            HeadChoice::New(sets.labels.clone()),
             &spec,
             config.init_seed,
         )?;
@@ -567,25 +557,17 @@ impl CandidateTrainer {
         cache: &mut PrefixCache,
         batch: &[usize],
     ) -> Result<Vec<Tensor>> {
-        let mut acc = ClippedSumAccumulator::new();
-        for mb in split_by_tokens(batch, &set.lengths, self.max_tokens)? {
-            let (b, labels) = set.batch(model, &mb)?;
-            let h = cache.states(model, set, &mb, &b)?;
-            let recorder = Recorder::new();
-            let out = model.forward_from(&h, &b, cache.upto(), Ctx::recording(&recorder))?;
-            let mask = set.loss_mask(model, &mb, b.ids.dim(1)?)?;
-            let losses = per_example_loss_masked(model, &out, &b, labels.as_ref(), mask.as_ref())?;
-            losses.sum_all()?.backward()?;
-            let groups = group_records(recorder.take(), params, &b.attn)?;
-            acc.add(&clip_groups(
-                &groups,
-                params,
-                &self.clipping,
-                NormMethod::Auto,
-            )?)?;
-        }
-        acc.into_sums()
-            .ok_or_else(|| SelftError::Config("a selection batch was empty".into()))
+        clip_sum(
+            model,
+            params,
+            set,
+            batch,
+            Some(cache),
+            &self.clipping,
+            self.max_tokens,
+        )?
+        .sums
+        .ok_or_else(|| SelftError::Config("a selection batch was empty".into()))
     }
 }
 

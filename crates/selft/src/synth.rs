@@ -1,4 +1,4 @@
-//! Stage 1: DP synthetic data (DESIGN.md, "1. DP synthetic data").
+//! Stage 1: DP synthetic data (docs/design.md, §2 (a) and (b)).
 //!
 //! 1. **Label histogram** (classification): the label counts of the private split plus
 //!    N(0, σ_h²) per count — a Gaussian mechanism with L2 sensitivity 1 under add/remove-one
@@ -23,19 +23,14 @@ use dpselft_dp::{
     DpTrainer, Duration, EncodedSet, NoiseRng, OptimizerKind, PrivacyTarget, Start, Task,
     TrainConfig, TrainData, TrainerOptions, fill_gaussian_f64,
 };
-use dpselft_model::Model;
 use dpselft_model::generate::{SampleParams, generate_ids};
-use dpselft_privacy::{LedgerEntry, Mechanism, PldAccountant, PrivacyLedger, calibrate_sigma};
+use dpselft_model::{Model, TrainableSpec};
+use dpselft_privacy::{LedgerEntry, Mechanism, PrivacyLedger, Stage, calibrate_sigma};
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
 use crate::data::{PrivateData, SynthManifest, SyntheticData};
 use crate::error::{Result, SelftError};
-
-/// The ledger purpose of the label histogram.
-pub const PURPOSE_HISTOGRAM: &str = "synth: label histogram";
-/// The ledger purpose of the generator's DP fine-tuning steps.
-pub const PURPOSE_GENERATOR: &str = "synth: generator";
 
 /// Settings of the synthetic stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,8 +38,8 @@ pub const PURPOSE_GENERATOR: &str = "synth: generator";
 pub struct SynthConfig {
     /// Synthetic texts to sample (before filtering), N_syn.
     pub num_samples: usize,
-    /// The generator's trainable set (model crate spec syntax).
-    pub trainable: String,
+    /// The generator's trainable set.
+    pub trainable: TrainableSpec,
     /// DP fine-tuning steps of the generator.
     pub steps: u64,
     /// Expected logical batch size of the generator's training.
@@ -78,7 +73,7 @@ impl Default for SynthConfig {
     fn default() -> Self {
         Self {
             num_samples: 320,
-            trainable: "last:2".into(),
+            trainable: TrainableSpec::parse("last:2").expect("a valid built-in spec"),
             steps: 6,
             batch_size: 24,
             clip: 1.0,
@@ -253,7 +248,7 @@ pub fn synthesize(
     };
     let options = TrainerOptions {
         shared_ledger: Some(inputs.ledger.to_path_buf()),
-        purpose: Some(PURPOSE_GENERATOR.into()),
+        stage: Stage::SynthGenerator,
         prefix_cache: false,
     };
     let mut trainer = DpTrainer::new_with(
@@ -297,7 +292,9 @@ pub fn synthesize(
     let (kept, dropped_short, dropped_duplicate) = filter_texts(texts, config.min_chars);
     let (train, val) = split(kept, &label_names, config.val_fraction, &mut sample_seed)?;
     let ledger = PrivacyLedger::open(inputs.ledger)?;
-    let epsilon_spent = PldAccountant::default().epsilon(&ledger.mechanisms()?, budget.delta)?;
+    let epsilon_spent = ledger
+        .guarantee_accountant()
+        .epsilon(&ledger.mechanisms()?, budget.delta)?;
     let manifest = SynthManifest {
         generator: inputs.generator_name.to_string(),
         labels: label_names.clone(),
@@ -344,16 +341,17 @@ fn noisy_histogram(
     ledger_path: &Path,
     rng: &mut NoiseRng,
 ) -> Result<(f64, Vec<f64>)> {
+    let mut ledger = PrivacyLedger::open(ledger_path)?;
     let template = Mechanism::gaussian(1.0, 1.0, 1)?;
     let sigma = calibrate_sigma(
-        &PldAccountant::default(),
+        ledger.guarantee_accountant().as_ref(),
         &[],
         &template,
         budget.epsilon * config.histogram_share,
         budget.delta,
     )?;
-    let mut ledger = PrivacyLedger::open(ledger_path)?;
-    ledger.record(LedgerEntry::gaussian(sigma, 1.0, 1, PURPOSE_HISTOGRAM))?;
+    let entry = LedgerEntry::gaussian(sigma, 1.0, 1, Stage::SynthHistogram);
+    ledger.record(entry.seeded(rng.is_seeded()))?;
     let counts = data.label_counts();
     let mut noise = vec![0.0; counts.len()];
     fill_gaussian_f64(&mut noise, sigma, rng)?;

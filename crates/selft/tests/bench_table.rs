@@ -15,7 +15,7 @@ fn cell(method: &str, epsilon: Option<f64>, seed: u64, accuracy: f64, macro_f1: 
         trainable_params: 1000 + seed as usize,
         wall_s: 60.0,
         epsilon_spent: epsilon.map(|e| e - 0.0003),
-        trainable: "head,last:1".into(),
+        trainable: Some("head,last:1".parse().unwrap()),
     }
 }
 

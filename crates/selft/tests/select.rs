@@ -76,7 +76,7 @@ fn worst_case_radius_grows_as_the_square_root_of_the_set_size() {
     assert!(two.params > one.params && two.radius > one.radius);
     let ratio = two.radius / one.radius;
     assert!((ratio - (two.params as f64 / one.params as f64).sqrt()).abs() < 1e-9);
-    assert!(sel.chosen_spec.starts_with("head,block."));
+    assert!(sel.chosen_spec.to_string().starts_with("head,block."));
 }
 
 #[test]

@@ -7,9 +7,10 @@
 //! kind, then R pairs, the order alternating within the pairs):
 //! - **non-private step**: forward (plain autograd), backward, AdamW update on the summed
 //!   gradient (divided by B);
-//! - **DP step**, as `DpTrainer::train_step` does it for one micro-batch: recording forward,
-//!   backward (autograd's gradients dropped), `group_records`, `clip_groups` (per-example norms,
-//!   flat clipping at C = 1, clipped sums), Gaussian noise σC (σ = 1) and the AdamW update.
+//! - **DP step**, with the functions `DpTrainer::train_step` uses for one micro-batch:
+//!   `record_grads` (recording forward, backward with autograd's gradients dropped, records
+//!   grouped per parameter), `clip_groups` (per-example norms, flat clipping at C = 1, clipped
+//!   sums), Gaussian noise σC (σ = 1) and the AdamW update.
 //!
 //! Both kinds run on the same fixed batch of B examples of exactly L tokens (no padding): a
 //! fixed English passage tokenized by the model's tokenizer, repeated, example i starting 17·i
@@ -30,11 +31,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use dpselft_dp::{
-    ClippedSumAccumulator, Clipping, DpOptimizer, DpOptimizerConfig, LrSchedule, NoiseRng,
-    NormMethod, OptimizerKind, TrainableParams, clip_groups, group_records, per_example_loss,
+    ClippedSumAccumulator, Clipping, DpOptimizer, DpOptimizerConfig, HeadChoice, LrSchedule,
+    MicroBatch, NoiseRng, NormMethod, OptimizerKind, Task, TrainableParams, clip_groups,
+    per_example_loss, prepare_model, record_grads,
 };
-use dpselft_model::trainable::{self, TrainableSpec};
-use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling, Recorder};
+use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, TrainableSpec};
 use serde::{Deserialize, Serialize};
 
 use super::UsageError;
@@ -139,9 +140,9 @@ impl Kind {
 pub struct Phases {
     /// The whole step.
     pub total: f64,
-    /// Forward and backward (recording for the DP step).
+    /// Forward and backward (for the DP step `record_grads`: recording, records grouped).
     pub forward_backward: f64,
-    /// DP only: `group_records` + `clip_groups` (per-example norms, factors, clipped sums).
+    /// DP only: `clip_groups` (per-example norms, factors, clipped sums).
     pub norms_clip: f64,
     /// Noise (DP only) and the optimizer update.
     pub noise_optimizer: f64,
@@ -336,14 +337,9 @@ struct Setup {
 
 fn setup(base: &Model, spec: &str, args: &DpOverheadArgs) -> anyhow::Result<Setup> {
     let mut model = base.clone();
-    let pooling = if model.is_decoder() {
-        Pooling::LastToken
-    } else {
-        Pooling::Mean
-    };
-    model.set_classifier(vec!["a".into(), "b".into()], pooling, 0)?;
     let parsed = TrainableSpec::parse(spec).map_err(|e| usage(e.to_string()))?;
-    trainable::apply(&mut model, &parsed, 0)?;
+    let head = HeadChoice::New(vec!["a".into(), "b".into()]);
+    prepare_model(&mut model, Task::Classify, head, &parsed, 0)?;
     let params = TrainableParams::of(&model)?;
     let seqs = inputs(&model, args.batch, args.seq_len)?;
     let pad = model.special.pad.unwrap_or(0);
@@ -414,15 +410,20 @@ impl Setup {
 
     fn dp_step(&mut self) -> anyhow::Result<Phases> {
         let t0 = Instant::now();
-        let recorder = Recorder::new();
-        let out = self
-            .model
-            .forward_train(&self.batch, Ctx::recording(&recorder))?;
-        let losses = per_example_loss(&self.model, &out, &self.batch, Some(&self.labels))?;
-        losses.sum_all()?.backward()?;
+        let micro_batch = MicroBatch {
+            batch: &self.batch,
+            labels: Some(&self.labels),
+            loss_mask: None,
+            prefix: None,
+        };
+        let recorded = record_grads(&self.model, &self.params, micro_batch)?;
         let t1 = Instant::now();
-        let groups = group_records(recorder.take(), &self.params, &self.batch.attn)?;
-        let clipped = clip_groups(&groups, &self.params, &self.clipping, NormMethod::Auto)?;
+        let clipped = clip_groups(
+            &recorded.groups,
+            &self.params,
+            &self.clipping,
+            NormMethod::Auto,
+        )?;
         let mut acc = ClippedSumAccumulator::new();
         acc.add(&clipped)?;
         let sums = acc.into_sums();

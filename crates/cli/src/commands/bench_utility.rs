@@ -71,8 +71,8 @@ pub enum TaskArg {
 /// Runs `dpselft bench utility`.
 pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
     let task = match args.task {
-        TaskArg::BrownGenre => dpselft_data::Task::BrownGenre,
-        TaskArg::Spam => dpselft_data::Task::Spam,
+        TaskArg::BrownGenre => dpselft_data::BenchmarkTask::BrownGenre,
+        TaskArg::Spam => dpselft_data::BenchmarkTask::Spam,
     };
     if args.epsilons.iter().any(|e| !(e.is_finite() && *e > 0.0)) || args.seeds == 0 {
         return Err(UsageError("--epsilons must be > 0 and --seeds ≥ 1".into()).into());

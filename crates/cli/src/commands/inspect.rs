@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::Device;
 use dpselft_data::{LabelRequirement, LoadOptions, load_dataset};
-use dpselft_dp::{EncodedSet, Task, per_example_grad_norms};
+use dpselft_dp::{EncodedSet, HeadChoice, Task, per_example_grad_norms, prepare_model};
+use dpselft_model::TrainableSpec;
 use dpselft_model::generate::{inspect_encoder, inspect_lm};
-use dpselft_model::trainable::{self, TrainableSpec};
-use dpselft_model::{Head, Model, Pooling};
+use dpselft_model::{Head, Model};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -184,26 +184,12 @@ pub fn grad_norms(args: GradNormsArgs) -> anyhow::Result<()> {
     // Only the first N are tokenized (labels keep the whole file's label set).
     data.examples.truncate(args.num);
 
-    match task {
-        Task::Classify if existing_labels.is_none() => {
-            let pooling = if model.is_decoder() {
-                Pooling::LastToken
-            } else {
-                Pooling::Mean
-            };
-            model.set_classifier(data.labels.clone(), pooling, args.seed)?;
-        }
-        Task::Classify => {}
-        Task::Lm => {
-            if model.head != Head::CausalLm {
-                return Err(usage(format!(
-                    "--task lm needs a causal LM (its LM head); {} has none",
-                    path.display()
-                )));
-            }
-        }
-    }
-    trainable::apply(&mut model, &spec, args.seed)?;
+    let head = match existing_labels {
+        Some(_) => HeadChoice::Existing,
+        None => HeadChoice::New(data.labels.clone()),
+    };
+    prepare_model(&mut model, task, head, &spec, args.seed)
+        .with_context(|| format!("setting up {} for --task {task}", path.display()))?;
     let set = EncodedSet::new(&model, &data, task, args.max_seq_len)?;
     let indices: Vec<usize> = (0..set.len()).collect();
     let (norms, losses) = per_example_grad_norms(&model, &set, &indices, args.max_tokens)?;

@@ -1,5 +1,5 @@
 //! `dpselft run` (the whole DP-SelFT pipeline), and its first two stages alone:
-//! `dpselft synth` and `dpselft select` (DESIGN.md, "The pipeline").
+//! `dpselft synth` and `dpselft select` (docs/design.md, §1).
 //!
 //! With no arguments, `run` fetches MiniLM, SmolLM2 and the Brown corpus if absent, builds
 //! brown-genre, and runs the small default (ε = 3, δ = 1e-5) into `runs/run-<time>/`.
@@ -172,7 +172,7 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 fn prepare(config: &mut RunConfig, assets: Option<&Path>) -> anyhow::Result<ResolvedPaths> {
     let default = pipeline::RunSection::default();
     if config.run.train_data == default.train_data && !config.run.train_data.exists() {
-        super::data::ensure_task_data(dpselft_data::Task::BrownGenre, assets)?;
+        super::data::ensure_task_data(dpselft_data::BenchmarkTask::BrownGenre, assets)?;
     }
     Ok(ResolvedPaths {
         model: resolve_model(&config.run.model, assets)?,

