@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use dpselft_data::{LabelRequirement, LoadOptions, load_dataset};
 use dpselft_dp::{EncodedSet, Task, TrainableParams, per_example_loss};
 use dpselft_model::trainable::{self, TrainableSpec};
-use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling};
+use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig};
 use dpselft_testkit::{PAD_UNK_EOS, WORDS, save_random_model};
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {
@@ -67,11 +67,7 @@ fn brute_force(
     let mut data = load_dataset(data_path, &options).unwrap();
     data.examples.truncate(num);
     if task == Task::Classify {
-        let pooling = if m.is_decoder() {
-            Pooling::LastToken
-        } else {
-            Pooling::Mean
-        };
+        let pooling = m.default_pooling();
         m.set_classifier(data.labels.clone(), pooling, seed)
             .unwrap();
     }

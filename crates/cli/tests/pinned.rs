@@ -107,7 +107,7 @@ fn a_seeded_toy_run_computes_the_pinned_results() {
 
 #[test]
 fn seeded_utility_grid_cells_compute_the_pinned_results() {
-    use dpselft_selft::bench::run_grid;
+    use dpselft_bench::run_grid;
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path());
     let bench = grid_bench(tmp.path(), &["dp-selft", "last-k", "random-k"], &[2.0]);

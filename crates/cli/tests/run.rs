@@ -112,7 +112,7 @@ fn selection_runs_without_the_private_data() {
 /// the table marks the best private mean per ε.
 #[test]
 fn the_utility_grid_runs_each_cell_once_and_resumes() {
-    use dpselft_selft::bench::run_grid;
+    use dpselft_bench::run_grid;
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path());
     let bench = grid_bench(

@@ -2,11 +2,13 @@
 //! label), their validation, the JSONL writer and the labels file kept beside a model.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::csv_format::read_csv;
+use crate::folder_format::read_folder;
 use crate::{DataError, Location, Problem, write_atomic};
 
 /// The name of the labels file written beside a model (see [`write_labels`]).
@@ -163,12 +165,18 @@ pub fn load_dataset_as(
 }
 
 /// A record as read, before labels are indexed.
-struct RawRecord {
-    location: Location,
-    text: String,
-    label: Option<String>,
+pub(crate) struct RawRecord {
+    /// Where the record is (file, and line for the line-based formats).
+    pub(crate) location: Location,
+    /// The text, as read.
+    pub(crate) text: String,
+    /// The label's name, if the record has one (and labels are read).
+    pub(crate) label: Option<String>,
 }
 
+/// Validates the records read and indexes their labels: there must be at least one record,
+/// labels on all records or none (all when required), only known labels (when a label set is
+/// given) and at least `min_examples_per_label` examples of each label present.
 fn finish(
     path: &Path,
     records: Vec<RawRecord>,
@@ -180,6 +188,20 @@ fn finish(
             Problem::NoExamples,
         ));
     }
+    let labelled = check_labelled(&records, options)?;
+    if !labelled {
+        return Ok(unlabelled(records));
+    }
+    let labels = label_names(&records, options);
+    let (examples, tally) = index_labels(records, &labels)?;
+    check_label_counts(path, &labels, &tally, options.min_examples_per_label)?;
+    Ok(Dataset { examples, labels })
+}
+
+/// Whether the dataset is labelled (by the requirement, or by the first record under
+/// [`LabelRequirement::Auto`]), checking that every record agrees: labels all or none (or all,
+/// when required).
+fn check_labelled(records: &[RawRecord], options: &LoadOptions) -> Result<bool, DataError> {
     // Labels: all or none (or all, when required).
     let first = &records[0];
     let labelled = match options.labels {
@@ -188,7 +210,7 @@ fn finish(
         LabelRequirement::Auto => first.label.is_some(),
     };
     if options.labels != LabelRequirement::Ignore {
-        for r in &records {
+        for r in records {
             match (&r.label, labelled) {
                 (None, true) => {
                     let why = if options.labels == LabelRequirement::Required {
@@ -214,19 +236,26 @@ fn finish(
             }
         }
     }
-    if !labelled {
-        return Ok(Dataset {
-            examples: records
-                .into_iter()
-                .map(|r| Example {
-                    text: r.text,
-                    label: None,
-                })
-                .collect(),
-            labels: Vec::new(),
-        });
+    Ok(labelled)
+}
+
+/// The dataset of unlabelled records (any label read is dropped).
+fn unlabelled(records: Vec<RawRecord>) -> Dataset {
+    Dataset {
+        examples: records
+            .into_iter()
+            .map(|r| Example {
+                text: r.text,
+                label: None,
+            })
+            .collect(),
+        labels: Vec::new(),
     }
-    let labels: Vec<String> = match &options.known_labels {
+}
+
+/// The label names, in index order: the given label set, or the sorted labels of the records.
+fn label_names(records: &[RawRecord], options: &LoadOptions) -> Vec<String> {
+    match &options.known_labels {
         Some(known) => known.clone(),
         None => records
             .iter()
@@ -234,7 +263,23 @@ fn finish(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
-    };
+    }
+}
+
+/// How many examples each label has, and where its first one is.
+struct LabelTally {
+    /// Number of examples of each label, indexed like the label names.
+    counts: Vec<usize>,
+    /// The location of each label's first example.
+    first_seen: Vec<Option<Location>>,
+}
+
+/// Turns labelled records into examples carrying the index of their label in `labels`
+/// ([`Problem::UnknownLabel`] for a label not in it), tallying the labels.
+fn index_labels(
+    records: Vec<RawRecord>,
+    labels: &[String],
+) -> Result<(Vec<Example>, LabelTally), DataError> {
     let index: HashMap<&str, usize> = labels
         .iter()
         .enumerate()
@@ -263,10 +308,20 @@ fn finish(
             label: Some(i),
         });
     }
-    let min = options.min_examples_per_label;
-    for (i, &count) in counts.iter().enumerate() {
+    Ok((examples, LabelTally { counts, first_seen }))
+}
+
+/// Checks that every label present has at least `min` examples; the error is located at the
+/// label's first example.
+fn check_label_counts(
+    path: &Path,
+    labels: &[String],
+    tally: &LabelTally,
+    min: usize,
+) -> Result<(), DataError> {
+    for (i, &count) in tally.counts.iter().enumerate() {
         if count > 0 && count < min {
-            let location = first_seen[i]
+            let location = tally.first_seen[i]
                 .clone()
                 .unwrap_or_else(|| Location::file(path));
             let label = labels[i].clone();
@@ -278,14 +333,16 @@ fn finish(
             return Err(DataError::invalid(location, problem));
         }
     }
-    Ok(Dataset { examples, labels })
+    Ok(())
 }
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
+/// Reads a whole file (an error names it).
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|e| DataError::read(path, e))
 }
 
-fn strip_bom(bytes: &[u8]) -> &[u8] {
+/// `bytes` without a leading UTF-8 byte-order mark.
+pub(crate) fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
@@ -316,6 +373,7 @@ pub(crate) fn utf8_at<'a>(
     })
 }
 
+/// The JSON type of a value, as an English noun phrase ("a string").
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -327,20 +385,23 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn check_text(text: &str, location: &Location) -> Result<(), DataError> {
+/// Rejects an empty or whitespace-only text.
+pub(crate) fn check_text(text: &str, location: &Location) -> Result<(), DataError> {
     if text.trim().is_empty() {
         return Err(DataError::invalid(location.clone(), Problem::EmptyText));
     }
     Ok(())
 }
 
-fn check_label(label: &str, location: &Location) -> Result<(), DataError> {
+/// Rejects an empty or whitespace-only label.
+pub(crate) fn check_label(label: &str, location: &Location) -> Result<(), DataError> {
     if label.trim().is_empty() {
         return Err(DataError::invalid(location.clone(), Problem::EmptyLabel));
     }
     Ok(())
 }
 
+/// Reads the records of a JSONL file (blank lines skipped).
 fn read_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<RawRecord>, DataError> {
     let bytes = read_bytes(path)?;
     let body = strip_bom(&bytes);
@@ -420,205 +481,7 @@ fn read_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<RawRecord>, Data
     Ok(records)
 }
 
-fn read_csv(path: &Path, options: &LoadOptions) -> Result<Vec<RawRecord>, DataError> {
-    let bytes = read_bytes(path)?;
-    let body = strip_bom(&bytes);
-    let bom = bytes.len() - body.len();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(body);
-    // The csv crate's line numbers do not count empty lines, and a record's position is where
-    // the empty lines before it start: skip those and count lines from the byte offset.
-    let newlines: Vec<usize> = body
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i)
-        .collect();
-    let line_at = |byte: u64| {
-        let mut byte = byte as usize;
-        while matches!(body.get(byte), Some(b'\n' | b'\r')) {
-            byte += 1;
-        }
-        newlines.partition_point(|&p| p < byte) as u64 + 1
-    };
-    let csv_err = |e: csv::Error| -> DataError {
-        let line = e.position().map(|p| line_at(p.byte()));
-        let location = Location {
-            path: path.to_path_buf(),
-            line,
-        };
-        let problem = match e.kind() {
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => Problem::FieldCount {
-                expected: *expected_len,
-                found: *len,
-            },
-            _ => {
-                let msg = e.to_string();
-                Problem::Csv(msg)
-            }
-        };
-        DataError::invalid(location, problem)
-    };
-    let header = reader.byte_headers().map_err(csv_err)?.clone();
-    let mut text_col = None;
-    let mut label_col = None;
-    let mut seen = BTreeSet::new();
-    for (i, field) in header.iter().enumerate() {
-        let name = utf8_at(field, path, 1, bom)?.trim().to_ascii_lowercase();
-        if !name.is_empty() && !seen.insert(name.clone()) {
-            return Err(DataError::invalid(
-                Location::line(path, 1),
-                Problem::DuplicateColumn(name),
-            ));
-        }
-        match name.as_str() {
-            "text" => text_col = Some(i),
-            "label" => label_col = Some(i),
-            _ => {}
-        }
-    }
-    let Some(text_col) = text_col else {
-        return Err(DataError::invalid(
-            Location::line(path, 1),
-            Problem::MissingColumn("text"),
-        ));
-    };
-    if options.labels == LabelRequirement::Ignore {
-        label_col = None;
-    }
-    let mut records = Vec::new();
-    let mut record = csv::ByteRecord::new();
-    loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(csv_err(e)),
-        }
-        let (line, byte) = record
-            .position()
-            .map_or((0, 0), |p| (line_at(p.byte()), p.byte() as usize));
-        let location = Location::line(path, line);
-        // A record may span lines (quoted newlines); find invalid UTF-8 in the whole record.
-        let field_text = |col: usize| -> Result<String, DataError> {
-            let raw = record.get(col).unwrap_or_default();
-            match std::str::from_utf8(raw) {
-                Ok(s) => Ok(s.to_string()),
-                Err(e) => {
-                    let bad = e.valid_up_to();
-                    Err(DataError::invalid(
-                        location.clone(),
-                        Problem::NonUtf8 {
-                            column: bad + 1,
-                            byte: bom + byte,
-                            value: raw[bad],
-                        },
-                    ))
-                }
-            }
-        };
-        let text = field_text(text_col)?;
-        check_text(&text, &location)?;
-        let label = match label_col {
-            Some(col) => {
-                let l = field_text(col)?;
-                if l.is_empty() { None } else { Some(l) }
-            }
-            None => None,
-        };
-        if let Some(l) = &label {
-            check_label(l, &location)?;
-        }
-        records.push(RawRecord {
-            location,
-            text,
-            label,
-        });
-    }
-    Ok(records)
-}
-
-fn is_txt(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
-}
-
-fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with('.'))
-}
-
-/// Sorted entries of a folder.
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| DataError::read(dir, e))? {
-        let entry = entry.map_err(|e| DataError::read(dir, e))?;
-        out.push(entry.path());
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn read_text_file(path: &Path) -> Result<String, DataError> {
-    let bytes = read_bytes(path)?;
-    let body = strip_bom(&bytes);
-    let text = utf8_at(body, path, 1, bytes.len() - body.len())?.to_string();
-    check_text(&text, &Location::file(path))?;
-    Ok(text)
-}
-
-fn read_folder(dir: &Path, options: &LoadOptions) -> Result<Vec<RawRecord>, DataError> {
-    let entries = list_dir(dir)?;
-    let subdirs: Vec<&PathBuf> = entries
-        .iter()
-        .filter(|p| p.is_dir() && !is_hidden(p))
-        .collect();
-    let top_files: Vec<&PathBuf> = entries
-        .iter()
-        .filter(|p| p.is_file() && is_txt(p) && !is_hidden(p))
-        .collect();
-    let mut records = Vec::new();
-    if subdirs.is_empty() {
-        // A flat folder of .txt files: unlabelled examples.
-        for file in top_files {
-            records.push(RawRecord {
-                location: Location::file(file),
-                text: read_text_file(file)?,
-                label: None,
-            });
-        }
-        return Ok(records);
-    }
-    if let Some(stray) = top_files.first() {
-        return Err(DataError::invalid(
-            Location::file(*stray),
-            Problem::StrayTextFile,
-        ));
-    }
-    for sub in subdirs {
-        let name = sub
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| DataError::invalid(Location::file(sub), Problem::NonUtf8Name))?;
-        let label = (options.labels != LabelRequirement::Ignore).then(|| name.to_string());
-        for file in list_dir(sub)? {
-            if file.is_file() && is_txt(&file) && !is_hidden(&file) {
-                records.push(RawRecord {
-                    text: read_text_file(&file)?,
-                    location: Location::file(file),
-                    label: label.clone(),
-                });
-            }
-        }
-    }
-    Ok(records)
-}
-
+/// One line of a JSONL file as written.
 #[derive(Serialize)]
 struct JsonlRecord<'a> {
     text: &'a str,
@@ -642,11 +505,13 @@ pub fn write_jsonl(path: &Path, dataset: &Dataset) -> Result<(), DataError> {
     })
 }
 
+/// The labels file as written.
 #[derive(Serialize)]
 struct LabelsFile<'a> {
     labels: &'a [String],
 }
 
+/// Checks a list of label names: each non-empty, no two the same.
 fn check_label_list(labels: &[String], location: &Location) -> Result<(), DataError> {
     let mut seen = BTreeSet::new();
     for l in labels {

@@ -12,10 +12,14 @@
 
 mod atomic;
 pub mod brown;
+mod csv_format;
 mod dataset;
 mod error;
+mod folder_format;
 pub mod html;
 pub mod mime;
+mod mime_decode;
+mod mime_header;
 pub mod spam;
 pub mod subset;
 mod task;

@@ -17,14 +17,11 @@ pub enum HeadChoice {
     Existing,
 }
 
-/// The pooling of a new classification head: mean over tokens for encoders, the last token for
-/// decoders (the only position that has seen the whole sequence).
+/// The pooling of a new classification head, the architecture's default
+/// ([`Model::default_pooling`]): mean over tokens for encoders, the last token for causal models
+/// (the only position that has seen the whole sequence).
 pub fn classifier_pooling(model: &Model) -> Pooling {
-    if model.is_decoder() {
-        Pooling::LastToken
-    } else {
-        Pooling::Mean
-    }
+    model.default_pooling()
 }
 
 /// The trainable spec of a block set: the head (classification) and `block.i` per block.

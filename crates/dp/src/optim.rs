@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::clip::Clipping;
@@ -327,6 +327,33 @@ impl DpOptimizer {
         clipped_sums: Option<&[Tensor]>,
         rng: &mut NoiseRng,
     ) -> Result<StepInfo> {
+        self.check_step_shapes(params, clipped_sums)?;
+        let std = self.config.noise_std();
+        let inv_batch = 1.0 / self.config.expected_batch_size;
+        let t = self.step + 1;
+        let lr = self.config.schedule.lr_at(t);
+        // Parameter by parameter: privatise its sum, then update it, before the next one's noise.
+        for (i, param) in params.iter().enumerate() {
+            let p = param.as_tensor();
+            let sum = match clipped_sums {
+                Some(sums) => sums[i].clone(),
+                None => p.zeros_like()?,
+            };
+            let grad = privatised_grad(sum, std, inv_batch, p.dtype(), rng)?;
+            self.update_param(i, param, grad, t, lr)?;
+        }
+        self.step = t;
+        Ok(StepInfo {
+            step: t,
+            lr,
+            noise_std: std,
+            empty_batch: clipped_sums.is_none(),
+        })
+    }
+
+    /// Checks every parameter's and clipped sum's shape against those at creation, and the
+    /// number of sums, before anything is touched, so a bad call never leaves a half step.
+    fn check_step_shapes(&self, params: &[Var], clipped_sums: Option<&[Tensor]>) -> Result<()> {
         if params.len() != self.m.len() {
             return Err(shape_err(
                 "optimizer parameters",
@@ -334,7 +361,6 @@ impl DpOptimizer {
                 params.len(),
             ));
         }
-        // Check every shape before touching anything, so a bad call never leaves a half step.
         for (i, param) in params.iter().enumerate() {
             let want = self.m[i].dims();
             let got = clipped_sums
@@ -357,57 +383,45 @@ impl DpOptimizer {
                 sums.len(),
             ));
         }
-        let std = self.config.noise_std();
-        let inv_batch = 1.0 / self.config.expected_batch_size;
-        let t = self.step + 1;
-        let lr = self.config.schedule.lr_at(t);
-        for (i, param) in params.iter().enumerate() {
-            let p = param.as_tensor();
-            let sum = match clipped_sums {
-                Some(sums) => sums[i].clone(),
-                None => p.zeros_like()?,
-            };
-            // 1–2: the Gaussian mechanism on the sum, then the division by the expected B.
-            let noisy = if std > 0.0 {
-                add_gaussian_noise(&sum, std, rng)?
-            } else {
-                sum
-            };
-            let grad = noisy.affine(inv_batch, 0.0)?.to_dtype(p.dtype())?;
-            // 3: post-processing.
-            let decayed = if self.decay[i] {
-                p.affine(1.0 - lr * self.config.optimizer.weight_decay(), 0.0)?
-            } else {
-                p.clone()
-            };
-            let update = match self.config.optimizer {
-                OptimizerKind::Sgd { momentum, .. } => {
-                    self.m[i] = if t == 1 {
-                        grad
-                    } else {
-                        (self.m[i].affine(momentum, 0.0)? + grad)?
-                    };
-                    self.m[i].clone()
-                }
-                OptimizerKind::AdamW {
-                    beta1, beta2, eps, ..
-                } => {
-                    self.m[i] = (self.m[i].affine(beta1, 0.0)? + grad.affine(1.0 - beta1, 0.0)?)?;
-                    self.v[i] =
-                        (self.v[i].affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
-                    let m_hat = self.m[i].affine(1.0 / (1.0 - beta1.powf(t as f64)), 0.0)?;
-                    let v_hat = self.v[i].affine(1.0 / (1.0 - beta2.powf(t as f64)), 0.0)?;
-                    (m_hat / v_hat.sqrt()?.affine(1.0, eps)?)?
-                }
-            };
-            param.set(&(decayed - update.affine(lr, 0.0)?)?)?;
-        }
-        self.step = t;
-        Ok(StepInfo {
-            step: t,
-            lr,
-            noise_std: std,
-            empty_batch: clipped_sums.is_none(),
+        Ok(())
+    }
+
+    /// Step 3 (post-processing) for parameter `i`: decoupled weight decay, the update rule's
+    /// direction from the privatised gradient `grad`, and p ← decayed − lr·direction.
+    fn update_param(&mut self, i: usize, param: &Var, grad: Tensor, t: u64, lr: f64) -> Result<()> {
+        let p = param.as_tensor();
+        let decayed = if self.decay[i] {
+            p.affine(1.0 - lr * self.config.optimizer.weight_decay(), 0.0)?
+        } else {
+            p.clone()
+        };
+        let update = self.direction(i, grad, t)?;
+        param.set(&(decayed - update.affine(lr, 0.0)?)?)?;
+        Ok(())
+    }
+
+    /// Advances parameter `i`'s moments with `grad` at step `t` and returns the update
+    /// direction: the momentum buffer (SGD) or m̂/(√v̂ + ε) (AdamW).
+    fn direction(&mut self, i: usize, grad: Tensor, t: u64) -> Result<Tensor> {
+        Ok(match self.config.optimizer {
+            OptimizerKind::Sgd { momentum, .. } => {
+                self.m[i] = if t == 1 {
+                    grad
+                } else {
+                    (self.m[i].affine(momentum, 0.0)? + grad)?
+                };
+                self.m[i].clone()
+            }
+            OptimizerKind::AdamW {
+                beta1, beta2, eps, ..
+            } => {
+                self.m[i] = (self.m[i].affine(beta1, 0.0)? + grad.affine(1.0 - beta1, 0.0)?)?;
+                self.v[i] =
+                    (self.v[i].affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+                let m_hat = self.m[i].affine(1.0 / (1.0 - beta1.powf(t as f64)), 0.0)?;
+                let v_hat = self.v[i].affine(1.0 / (1.0 - beta2.powf(t as f64)), 0.0)?;
+                (m_hat / v_hat.sqrt()?.affine(1.0, eps)?)?
+            }
         })
     }
 
@@ -472,4 +486,22 @@ impl DpOptimizer {
         opt.step = meta.step;
         Ok(opt)
     }
+}
+
+/// Steps 1–2 for one parameter: the Gaussian mechanism on its clipped `sum` (fresh noise of std
+/// `std` from `rng`; none when `std` is 0), then the division by the expected batch size
+/// (`inv_batch` = 1/B), cast to the parameter's `dtype`.
+fn privatised_grad(
+    sum: Tensor,
+    std: f64,
+    inv_batch: f64,
+    dtype: DType,
+    rng: &mut NoiseRng,
+) -> Result<Tensor> {
+    let noisy = if std > 0.0 {
+        add_gaussian_noise(&sum, std, rng)?
+    } else {
+        sum
+    };
+    Ok(noisy.affine(inv_batch, 0.0)?.to_dtype(dtype)?)
 }

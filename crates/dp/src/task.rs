@@ -49,25 +49,27 @@ pub struct EncodedSet {
 }
 
 impl EncodedSet {
-    /// Tokenizes `data` for `model` and `task`: special tokens for encoders (as the model's
-    /// `encode_batch`), none for decoders; at most `max_len` tokens per example, and never more
-    /// than the model's position table (an encoder keeps its final `[SEP]`). Classification
-    /// needs every example labelled; a language-model task needs a decoder.
+    /// Tokenizes `data` for `model` and `task`: special tokens if the model's family adds them
+    /// (as the model's `encode_batch`: encoders do, decoders don't); at most `max_len` tokens
+    /// per example, and never more than the model's position table (with special tokens the
+    /// final `[SEP]` is kept). Classification needs every example labelled; a language-model
+    /// task needs a model with an LM head.
     pub fn new(model: &Model, data: &Dataset, task: Task, max_len: usize) -> Result<Self> {
         if max_len < 2 {
             return Err(DpError::Config(format!(
                 "maximum sequence length {max_len}: must be at least 2"
             )));
         }
-        if task == Task::Lm && !model.is_decoder() {
-            return Err(DpError::Config(
-                "task lm needs a causal (decoder) model; this is an encoder".into(),
-            ));
+        if task == Task::Lm && !model.has_lm_head() {
+            return Err(DpError::Config(format!(
+                "task lm needs a causal (decoder) model; the {} family has no LM head",
+                model.family()
+            )));
         }
         // Never longer than the model's position table (a longer request is cut, not an error).
         let max_len = max_len.min(model.config.max_positions());
         let tok = model.tokenizer()?;
-        let add_special = !model.is_decoder();
+        let add_special = model.adds_special_tokens();
         let pad_id = model.special.pad.unwrap_or(0);
         let mut ids = Vec::with_capacity(data.len());
         for (i, ex) in data.examples.iter().enumerate() {
@@ -123,10 +125,12 @@ impl EncodedSet {
         pairs: &[(String, String)],
         max_len: usize,
     ) -> Result<Self> {
-        if !model.is_decoder() {
-            return Err(DpError::Config(
-                "prompted language modelling needs a causal (decoder) model".into(),
-            ));
+        if !model.has_lm_head() {
+            return Err(DpError::Config(format!(
+                "prompted language modelling needs a causal (decoder) model; the {} family has \
+                 no LM head",
+                model.family()
+            )));
         }
         let max_len = max_len.min(model.config.max_positions());
         let tok = model.tokenizer()?;

@@ -132,29 +132,8 @@ impl DpTrainer {
         let params = TrainableParams::of(&model)?;
         let (train_set, eval_set) = encode_sets(&model, &config, train, eval)?;
         let n = train_set.len();
-        let ledger = match config.privacy {
-            PrivacyTarget::Private { delta, .. } => Some(StageLedger::new(
-                run_dir,
-                options.shared_ledger.as_deref(),
-                options.stage,
-                config.seed.is_some(),
-                delta,
-            )?),
-            PrivacyTarget::NonPrivate => None,
-        };
-        let default_accountant = AccountantConfig::pld_default().build();
-        let (prior, accountant) = match &ledger {
-            Some(l) => (l.prior(), l.accountant()),
-            None => (&[][..], default_accountant.as_ref()),
-        };
-        let noise = plan_noise(
-            n,
-            config.batch_size,
-            config.duration,
-            config.privacy,
-            prior,
-            accountant,
-        )?;
+        let ledger = stage_ledger(&config, run_dir, options)?;
+        let noise = plan_with(&config, n, ledger.as_ref())?;
         let sampler = PoissonSampler::new(n, noise.sampling_rate)?;
         let clipping = config.clipping();
         let plan = TrainPlan {
@@ -481,6 +460,42 @@ impl DpTrainer {
         };
         save_checkpoint(&self.run_dir, &state, &params, &opt)
     }
+}
+
+/// The run's side of the ledger (`None` for non-private runs).
+fn stage_ledger(
+    config: &TrainConfig,
+    run_dir: &Path,
+    options: &TrainerOptions,
+) -> Result<Option<StageLedger>> {
+    match config.privacy {
+        PrivacyTarget::Private { delta, .. } => Ok(Some(StageLedger::new(
+            run_dir,
+            options.shared_ledger.as_deref(),
+            options.stage,
+            config.seed.is_some(),
+            delta,
+        )?)),
+        PrivacyTarget::NonPrivate => Ok(None),
+    }
+}
+
+/// [`plan_noise`] for `n` examples, composed with the ledger's earlier stages under its
+/// accountant (a non-private run needs none).
+fn plan_with(config: &TrainConfig, n: usize, ledger: Option<&StageLedger>) -> Result<NoisePlan> {
+    let default_accountant = AccountantConfig::pld_default().build();
+    let (prior, accountant) = match ledger {
+        Some(l) => (l.prior(), l.accountant()),
+        None => (&[][..], default_accountant.as_ref()),
+    };
+    plan_noise(
+        n,
+        config.batch_size,
+        config.duration,
+        config.privacy,
+        prior,
+        accountant,
+    )
 }
 
 /// The training set (tokenized here unless given encoded) and the held-out set, for `model`.

@@ -8,7 +8,7 @@ use dpselft_dp::{
     Clipping, NormMethod, TrainableParams, clip_groups, group_records, per_example_loss,
 };
 use dpselft_model::trainable::{self, TrainableSpec};
-use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling, Recorder};
+use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Recorder};
 
 fn tiny_bert() -> ModelConfig {
     ModelConfig::Bert(BertConfig::tiny())
@@ -33,11 +33,7 @@ const LABELS: [u32; 4] = [0, 2, 1, 2];
 fn model(cfg: ModelConfig, classify: bool, spec: &str) -> Model {
     let mut m = Model::random(cfg, 0.3, 7, DType::F32, &Device::Cpu).unwrap();
     if classify {
-        let pooling = if m.is_decoder() {
-            Pooling::LastToken
-        } else {
-            Pooling::Mean
-        };
+        let pooling = m.default_pooling();
         m.set_classifier(vec!["a".into(), "b".into(), "c".into()], pooling, 3)
             .unwrap();
     }

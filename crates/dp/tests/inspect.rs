@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use dpselft_data::{Dataset, Example};
 use dpselft_dp::{EncodedSet, Task, TrainableParams, per_example_grad_norms, per_example_loss};
 use dpselft_model::trainable::{self, TrainableSpec};
-use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, Pooling};
+use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig};
 use dpselft_testkit::{PAD_UNK_EOS, WORDS, word_tokenizer};
 
 /// Seven examples of 2–9 words (one longer than the maximum length, so it is truncated).
@@ -35,11 +35,7 @@ fn model(cfg: ModelConfig, classify: bool, spec: &str) -> Model {
     let mut m = Model::random(cfg, 0.3, 7, DType::F32, &Device::Cpu).unwrap();
     m.tokenizer = Some(word_tokenizer(PAD_UNK_EOS));
     if classify {
-        let pooling = if m.is_decoder() {
-            Pooling::LastToken
-        } else {
-            Pooling::Mean
-        };
+        let pooling = m.default_pooling();
         m.set_classifier(dataset().labels, pooling, 3).unwrap();
     }
     trainable::apply(&mut m, &TrainableSpec::parse(spec).unwrap(), 5).unwrap();

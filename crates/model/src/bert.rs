@@ -1,16 +1,132 @@
-//! The BERT encoder (post-LayerNorm), written plainly: embeddings, blocks, pooling.
+//! The BERT encoder family (post-LayerNorm), written plainly: its config, embeddings, blocks,
+//! pooling, and its [`Architecture`] implementation.
 //!
 //! Parameter names are Hugging Face's `BertModel` names without the `bert.` prefix.
 
-use candle_core::{D, DType, Tensor};
+use std::collections::BTreeMap;
 
-use crate::config::BertConfig;
+use candle_core::{D, DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Architecture, to_json};
+use crate::batch::Batch;
 use crate::error::{ModelError, Result};
+use crate::heads::{Head, Pooling};
 use crate::layers::{Ctx, embedding, layer_norm, linear};
 use crate::loader::Weights;
 use crate::ops::activation;
 use crate::ops::attention::{attention_forward, padding_mask};
 use crate::params::ParamStore;
+use crate::tokenizer::SpecialTokens;
+use crate::units::UnitId;
+
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_max_pos() -> usize {
+    512
+}
+fn default_bert_model_type() -> String {
+    "bert".into()
+}
+
+/// A BERT-family encoder config (`BertModel`), as in Hugging Face's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Always `["BertModel"]` when we write it.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// `"bert"`.
+    #[serde(default = "default_bert_model_type")]
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width d.
+    pub hidden_size: usize,
+    /// Number of encoder blocks L.
+    pub num_hidden_layers: usize,
+    /// Number of attention heads (head_dim = d / heads).
+    pub num_attention_heads: usize,
+    /// FFN width.
+    pub intermediate_size: usize,
+    /// Activation: `gelu` (erf form) or `gelu_new`/`gelu_pytorch_tanh` (tanh form) or `relu`.
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    /// Maximum number of positions.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// Padding id.
+    #[serde(default)]
+    pub pad_token_id: u32,
+    /// Dropout (ignored: DP training runs without dropout), kept for round-trips.
+    #[serde(default)]
+    pub hidden_dropout_prob: f64,
+    /// Attention dropout (ignored), kept for round-trips.
+    #[serde(default)]
+    pub attention_probs_dropout_prob: f64,
+    /// Classifier label names (`id2label`), when this is a classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+}
+
+impl BertConfig {
+    /// A tiny BERT for tests and examples: vocabulary 23, 2 blocks of width 8 with 2 heads,
+    /// FFN 12, 16 positions, no dropout. Change fields with struct-update syntax.
+    pub fn tiny() -> Self {
+        BertConfig {
+            architectures: vec!["BertModel".into()],
+            model_type: "bert".into(),
+            vocab_size: 23,
+            hidden_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 12,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 16,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            id2label: None,
+        }
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Checks the sizes are consistent.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(ModelError::Invalid(format!(
+                "BERT config: hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        match self.hidden_act.as_str() {
+            "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu" => Ok(()),
+            a => Err(ModelError::Invalid(format!(
+                "BERT config: hidden_act `{a}` unsupported (gelu, gelu_new, gelu_pytorch_tanh, relu)"
+            ))),
+        }
+    }
+}
 
 /// Names of the embedding parameters.
 pub fn embedding_param_names() -> Vec<String> {
@@ -80,12 +196,8 @@ pub fn params_from_weights(cfg: &BertConfig, w: &mut Weights) -> Result<ParamSto
     if w.contains("bert.embeddings.word_embeddings.weight") {
         w.strip_prefix("bert.");
     }
-    let mut names = embedding_param_names();
-    for i in 0..cfg.num_hidden_layers {
-        names.extend(block_param_names(i));
-    }
     let mut store = ParamStore::default();
-    for n in names {
+    for n in cfg.base_param_names() {
         let t = w.take_shaped(&n, "BERT (BertModel)", &shape_of(cfg, &n))?;
         store.insert(n, t);
     }
@@ -241,4 +353,146 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
         .sqrt()?
         .clamp(1e-12, f64::MAX)?;
     Ok(x.broadcast_div(&n)?)
+}
+
+impl Architecture for BertConfig {
+    fn family(&self) -> &'static str {
+        "BERT"
+    }
+    fn is_causal(&self) -> bool {
+        false
+    }
+    fn adds_special_tokens(&self) -> bool {
+        true
+    }
+    fn has_final_norm(&self) -> bool {
+        false
+    }
+    fn has_lm_head(&self) -> bool {
+        false
+    }
+    fn default_pooling(&self) -> Pooling {
+        Pooling::Mean
+    }
+
+    fn num_layers(&self) -> usize {
+        self.num_hidden_layers
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    fn max_positions(&self) -> usize {
+        self.max_position_embeddings
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+    fn validate(&self) -> Result<()> {
+        BertConfig::validate(self)
+    }
+    fn id2label(&self) -> Option<&BTreeMap<String, String>> {
+        self.id2label.as_ref()
+    }
+    fn special_tokens(&self) -> SpecialTokens {
+        SpecialTokens {
+            bos: None,
+            eos: None,
+            pad: Some(self.pad_token_id),
+        }
+    }
+
+    fn base_param_names(&self) -> Vec<String> {
+        let mut names = embedding_param_names();
+        for i in 0..self.num_hidden_layers {
+            names.extend(block_param_names(i));
+        }
+        names
+    }
+    fn shape_of(&self, name: &str) -> Vec<usize> {
+        shape_of(self, name)
+    }
+    fn params_from_weights(&self, w: &mut Weights) -> Result<ParamStore> {
+        params_from_weights(self, w)
+    }
+    fn classifier_param_names(&self) -> (&'static str, Option<&'static str>) {
+        ("classifier.weight", Some("classifier.bias"))
+    }
+
+    fn embed(&self, p: &ParamStore, ids: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        embeddings_forward(p, self, ids, ctx)
+    }
+    fn run_blocks(
+        &self,
+        p: &ParamStore,
+        h: &Tensor,
+        batch: &Batch,
+        from: usize,
+        to: usize,
+        ctx: Ctx,
+    ) -> Result<Tensor> {
+        let mut h = h.clone();
+        let mask = attention_mask(&batch.attn, h.dtype())?;
+        for i in from..to {
+            h = block_forward(p, self, i, &h, &mask, ctx)?;
+        }
+        Ok(h)
+    }
+    fn final_norm(&self, _p: &ParamStore, h: &Tensor, _ctx: Ctx) -> Result<Tensor> {
+        Ok(h.clone())
+    }
+    fn headless_output(&self, h: &Tensor, batch: &Batch) -> Result<Tensor> {
+        mean_pool(h, &batch.attn)
+    }
+
+    fn blocks_prefix(&self) -> &'static str {
+        "encoder.layer."
+    }
+    fn unit_param_names(&self, id: UnitId) -> Vec<String> {
+        match id {
+            UnitId::Embeddings => embedding_param_names(),
+            UnitId::Block(i) => block_param_names(i),
+            UnitId::FinalNorm | UnitId::Head => vec![],
+        }
+    }
+    fn unit_of(&self, name: &str) -> Option<UnitId> {
+        if name.starts_with("embeddings.") {
+            Some(UnitId::Embeddings)
+        } else if let Some(i) = self.block_of(name) {
+            Some(UnitId::Block(i))
+        } else if name.starts_with("classifier.") {
+            Some(UnitId::Head)
+        } else {
+            None
+        }
+    }
+    fn lora_module(&self, target: &str) -> Option<&'static str> {
+        Some(match target {
+            "q" => "attention.self.query",
+            "k" => "attention.self.key",
+            "v" => "attention.self.value",
+            "o" => "attention.output.dense",
+            "up" => "intermediate.dense",
+            "down" => "output.dense",
+            _ => return None,
+        })
+    }
+
+    fn config_json(&self) -> Result<serde_json::Value> {
+        to_json(self)
+    }
+    fn hf_architecture(&self, head: &Head) -> &'static str {
+        match head {
+            Head::Classifier { .. } => "BertForSequenceClassification",
+            _ => "BertModel",
+        }
+    }
+    /// A classifier is saved as `BertForSequenceClassification`: the encoder's parameters get the
+    /// `bert.` prefix ([`params_from_weights`] strips it again).
+    fn hf_tensor_name(&self, name: &str, head: &Head) -> String {
+        if matches!(head, Head::Classifier { .. }) && !name.starts_with("classifier.") {
+            format!("bert.{name}")
+        } else {
+            name.to_string()
+        }
+    }
 }

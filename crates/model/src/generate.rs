@@ -1,4 +1,6 @@
-//! Sampling from a causal LM with a KV cache, one prompt or a batch (left-padded).
+//! Sampling from a causal LM with a KV cache, one prompt or a batch (left-padded), and the
+//! `inspect` reports. KV-cached sampling is Llama-specific (the cache lives in
+//! [`crate::llama::block_forward`]); other families get a clear error.
 
 use candle_core::{DType, IndexOp, Tensor};
 use rand::{Rng, SeedableRng};
@@ -65,10 +67,12 @@ pub fn generate_ids(
     prompts: &[Vec<u32>],
     params: &SampleParams,
 ) -> Result<Vec<Vec<u32>>> {
+    // The KV cache lives in the Llama blocks: generation is Llama-only for now.
     let ModelConfig::Llama(cfg) = &model.config else {
-        return Err(ModelError::Invalid(
-            "generation needs a causal LM (Llama family)".into(),
-        ));
+        return Err(ModelError::Invalid(format!(
+            "KV-cached generation is implemented for the Llama family only (this is a {} model)",
+            model.family()
+        )));
     };
     let valid = params.top_p > 0.0 && params.top_p <= 1.0 && params.temperature >= 0.0;
     if !valid {
@@ -226,15 +230,18 @@ pub struct EncoderInspection {
 
 /// Runs the causal-LM inspection of `text`.
 pub fn inspect_lm(model: &Model, text: &str) -> Result<LmInspection> {
-    let tokens = encode(model.tokenizer()?, text, false)?;
+    if !model.has_lm_head() {
+        return Err(ModelError::Invalid(format!(
+            "inspect_lm needs a causal LM (the {} family has no LM head)",
+            model.family()
+        )));
+    }
+    let tokens = encode(model.tokenizer()?, text, model.adds_special_tokens())?;
     let batch = Batch::from_ids(std::slice::from_ref(&tokens), 0, false, &model.device)?;
-    let ModelConfig::Llama(cfg) = &model.config else {
-        return Err(ModelError::Invalid("inspect_lm needs a causal LM".into()));
-    };
     let h = model.hidden_states(&batch, Ctx::plain())?; // (1, T, d)
     let mean = h.to_dtype(DType::F64)?.mean_all()?.to_scalar::<f64>()?;
     let last = h.i((.., tokens.len() - 1..tokens.len(), ..))?;
-    let logits = llama::lm_head_forward(&model.params, cfg, &last, Ctx::plain())?;
+    let logits = model.arch().lm_head(&model.params, &last, Ctx::plain())?;
     Ok(LmInspection {
         tokens,
         last_hidden_mean: mean,
@@ -244,7 +251,7 @@ pub fn inspect_lm(model: &Model, text: &str) -> Result<LmInspection> {
 
 /// Runs the encoder inspection of `text`.
 pub fn inspect_encoder(model: &Model, text: &str) -> Result<EncoderInspection> {
-    let tokens = encode(model.tokenizer()?, text, true)?;
+    let tokens = encode(model.tokenizer()?, text, model.adds_special_tokens())?;
     let batch = Batch::from_ids(std::slice::from_ref(&tokens), 0, false, &model.device)?;
     let e = model.sentence_embeddings(&batch)?;
     Ok(EncoderInspection {

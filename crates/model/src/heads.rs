@@ -58,16 +58,6 @@ pub enum Head {
     },
 }
 
-/// Parameter names of a classifier head: weight (C, d) and optional bias (C).
-/// BERT: `classifier.weight`/`classifier.bias`; Llama: `score.weight` (no bias), as in HF.
-pub fn classifier_param_names(is_decoder: bool) -> (&'static str, Option<&'static str>) {
-    if is_decoder {
-        ("score.weight", None)
-    } else {
-        ("classifier.weight", Some("classifier.bias"))
-    }
-}
-
 /// A seeded N(0, std²) initialisation of a (C, d) head weight (bias is zero).
 pub fn init_classifier(
     num_labels: usize,

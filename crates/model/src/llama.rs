@@ -1,17 +1,158 @@
-//! The Llama decoder (pre-RMSNorm, grouped-query attention, SwiGLU, RoPE), written plainly.
+//! The Llama decoder family (pre-RMSNorm, grouped-query attention, SwiGLU, RoPE), written
+//! plainly: its config, embeddings, blocks (with an optional KV cache), final norm, LM head, and
+//! its [`Architecture`] implementation.
 //!
 //! Parameter names are Hugging Face's `LlamaForCausalLM` names.
 
-use candle_core::{DType, Tensor};
+use std::collections::BTreeMap;
 
-use crate::config::LlamaConfig;
-use crate::error::Result;
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Architecture, to_json};
+use crate::batch::Batch;
+use crate::error::{ModelError, Result};
+use crate::heads::{Head, Pooling};
 use crate::layers::{Ctx, embedding, linear, linear_keyed, rms_norm};
 use crate::loader::Weights;
 use crate::ops::activation::swiglu;
 use crate::ops::attention::{attention_forward, causal_mask, padding_mask};
 use crate::ops::rope::{rope_forward, rope_tables};
 use crate::params::ParamStore;
+use crate::tokenizer::SpecialTokens;
+use crate::units::UnitId;
+
+fn default_max_pos() -> usize {
+    512
+}
+fn default_rms_eps() -> f64 {
+    1e-5
+}
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+fn default_llama_model_type() -> String {
+    "llama".into()
+}
+
+/// A Llama-family decoder config (`LlamaForCausalLM`), as in Hugging Face's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Always `["LlamaForCausalLM"]` when we write it.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// `"llama"`.
+    #[serde(default = "default_llama_model_type")]
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width d.
+    pub hidden_size: usize,
+    /// SwiGLU width.
+    pub intermediate_size: usize,
+    /// Number of decoder blocks L.
+    pub num_hidden_layers: usize,
+    /// Number of query heads.
+    pub num_attention_heads: usize,
+    /// Number of key/value heads (grouped-query attention); defaults to the query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Head width; defaults to hidden_size / num_attention_heads.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Maximum number of positions.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// Whether the LM head shares the token embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// BOS id.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// EOS id.
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    /// Padding id.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// Activation of the gated MLP (`silu`).
+    #[serde(default = "default_silu")]
+    pub hidden_act: String,
+    /// Classifier label names (`id2label`), when this is a classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+}
+
+fn default_silu() -> String {
+    "silu".into()
+}
+
+impl LlamaConfig {
+    /// A tiny Llama for tests and examples: vocabulary 23, 2 blocks of width 8 with grouped-query
+    /// attention (4 query / 2 key-value heads), FFN 12, 32 positions; `tied` ties the LM head to
+    /// the token embeddings.
+    pub fn tiny(tied: bool) -> Self {
+        LlamaConfig {
+            architectures: vec!["LlamaForCausalLM".into()],
+            model_type: "llama".into(),
+            vocab_size: 23,
+            hidden_size: 8,
+            intermediate_size: 12,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            head_dim: None,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            max_position_embeddings: 32,
+            tie_word_embeddings: tied,
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+            pad_token_id: Some(2),
+            hidden_act: "silu".into(),
+            id2label: None,
+        }
+    }
+
+    /// Number of key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    /// Checks the sizes are consistent.
+    pub fn validate(&self) -> Result<()> {
+        let h = self.num_attention_heads;
+        let kv = self.kv_heads();
+        if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
+            return Err(ModelError::Invalid(format!(
+                "Llama config: num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"
+            )));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(ModelError::Invalid(format!(
+                "Llama config: head_dim {} must be even for RoPE",
+                self.head_dim()
+            )));
+        }
+        if self.hidden_act != "silu" {
+            return Err(ModelError::Invalid(format!(
+                "Llama config: hidden_act `{}` unsupported (silu)",
+                self.hidden_act
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// Name of the token embedding matrix.
 pub const EMBED: &str = "model.embed_tokens.weight";
@@ -41,6 +182,7 @@ pub fn block_param_names(i: usize) -> Vec<String> {
     .collect()
 }
 
+/// Expected shape of each Llama parameter.
 pub(crate) fn shape_of(cfg: &LlamaConfig, name: &str) -> Vec<usize> {
     let d = cfg.hidden_size;
     let hd = cfg.head_dim();
@@ -65,16 +207,9 @@ pub(crate) fn shape_of(cfg: &LlamaConfig, name: &str) -> Vec<usize> {
 /// Takes the Llama parameters out of `w`, checking shapes. With tied embeddings there is no
 /// `lm_head.weight` (an `lm_head.weight` equal to the embeddings is dropped).
 pub fn params_from_weights(cfg: &LlamaConfig, w: &mut Weights) -> Result<ParamStore> {
-    let mut names = vec![EMBED.to_string(), FINAL_NORM.to_string()];
-    for i in 0..cfg.num_hidden_layers {
-        names.extend(block_param_names(i));
-    }
-    if !cfg.tie_word_embeddings {
-        names.push(LM_HEAD.to_string());
-    }
     let arch = "Llama (LlamaForCausalLM)";
     let mut store = ParamStore::default();
-    for n in names {
+    for n in cfg.base_param_names() {
         let t = w.take_shaped(&n, arch, &shape_of(cfg, &n))?;
         store.insert(n, t);
     }
@@ -210,5 +345,154 @@ pub fn lm_head_forward(p: &ParamStore, cfg: &LlamaConfig, x: &Tensor, ctx: Ctx) 
         linear_keyed(p, ctx, x, EMBED, None, TIED_HEAD_RECORD)
     } else {
         linear(p, ctx, x, LM_HEAD, None)
+    }
+}
+
+impl Architecture for LlamaConfig {
+    fn family(&self) -> &'static str {
+        "Llama"
+    }
+    fn is_causal(&self) -> bool {
+        true
+    }
+    fn adds_special_tokens(&self) -> bool {
+        false
+    }
+    fn has_final_norm(&self) -> bool {
+        true
+    }
+    fn has_lm_head(&self) -> bool {
+        true
+    }
+    fn default_pooling(&self) -> Pooling {
+        Pooling::LastToken
+    }
+
+    fn num_layers(&self) -> usize {
+        self.num_hidden_layers
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    fn max_positions(&self) -> usize {
+        self.max_position_embeddings
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+    fn validate(&self) -> Result<()> {
+        LlamaConfig::validate(self)
+    }
+    fn id2label(&self) -> Option<&BTreeMap<String, String>> {
+        self.id2label.as_ref()
+    }
+    fn special_tokens(&self) -> SpecialTokens {
+        SpecialTokens {
+            bos: self.bos_token_id,
+            eos: self.eos_token_id,
+            pad: self.pad_token_id.or(self.eos_token_id),
+        }
+    }
+
+    fn base_param_names(&self) -> Vec<String> {
+        let mut names = vec![EMBED.to_string(), FINAL_NORM.to_string()];
+        for i in 0..self.num_hidden_layers {
+            names.extend(block_param_names(i));
+        }
+        names.extend(self.lm_head_param_names());
+        names
+    }
+    fn shape_of(&self, name: &str) -> Vec<usize> {
+        shape_of(self, name)
+    }
+    fn params_from_weights(&self, w: &mut Weights) -> Result<ParamStore> {
+        params_from_weights(self, w)
+    }
+    fn classifier_param_names(&self) -> (&'static str, Option<&'static str>) {
+        ("score.weight", None)
+    }
+    fn lm_head_param_names(&self) -> Vec<String> {
+        if self.tie_word_embeddings {
+            vec![]
+        } else {
+            vec![LM_HEAD.to_string()]
+        }
+    }
+
+    fn embed(&self, p: &ParamStore, ids: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        embeddings_forward(p, ids, ctx)
+    }
+    fn run_blocks(
+        &self,
+        p: &ParamStore,
+        h: &Tensor,
+        batch: &Batch,
+        from: usize,
+        to: usize,
+        ctx: Ctx,
+    ) -> Result<Tensor> {
+        let mut h = h.clone();
+        let t = h.dim(1)?;
+        let aux = batch_aux(self, &batch.attn, t, h.dtype())?;
+        for i in from..to {
+            h = block_forward(p, self, i, &h, &aux, None, ctx)?;
+        }
+        Ok(h)
+    }
+    fn final_norm(&self, p: &ParamStore, h: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        final_norm_forward(p, self, h, ctx)
+    }
+    fn headless_output(&self, h: &Tensor, _batch: &Batch) -> Result<Tensor> {
+        Ok(h.clone())
+    }
+    fn lm_head(&self, p: &ParamStore, h: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        lm_head_forward(p, self, h, ctx)
+    }
+
+    fn blocks_prefix(&self) -> &'static str {
+        "model.layers."
+    }
+    fn unit_param_names(&self, id: UnitId) -> Vec<String> {
+        match id {
+            UnitId::Embeddings => vec![EMBED.to_string()],
+            UnitId::Block(i) => block_param_names(i),
+            UnitId::FinalNorm => vec![FINAL_NORM.to_string()],
+            UnitId::Head => vec![],
+        }
+    }
+    fn unit_of(&self, name: &str) -> Option<UnitId> {
+        if name == EMBED {
+            Some(UnitId::Embeddings)
+        } else if let Some(i) = self.block_of(name) {
+            Some(UnitId::Block(i))
+        } else if name == FINAL_NORM {
+            Some(UnitId::FinalNorm)
+        } else if name == LM_HEAD || name.starts_with("score.") {
+            Some(UnitId::Head)
+        } else {
+            None
+        }
+    }
+    fn lora_module(&self, target: &str) -> Option<&'static str> {
+        Some(match target {
+            "q" => "self_attn.q_proj",
+            "k" => "self_attn.k_proj",
+            "v" => "self_attn.v_proj",
+            "o" => "self_attn.o_proj",
+            "gate" => "mlp.gate_proj",
+            "up" => "mlp.up_proj",
+            "down" => "mlp.down_proj",
+            _ => return None,
+        })
+    }
+
+    fn config_json(&self) -> Result<serde_json::Value> {
+        to_json(self)
+    }
+    fn hf_architecture(&self, head: &Head) -> &'static str {
+        match head {
+            Head::Classifier { .. } => "LlamaForSequenceClassification",
+            _ => "LlamaForCausalLM",
+        }
     }
 }

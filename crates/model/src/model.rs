@@ -6,15 +6,15 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use tokenizers::Tokenizer;
 
+use crate::arch::Architecture;
 use crate::batch::Batch;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::heads::{Head, Pooling, classifier_param_names, pool};
+use crate::heads::{Head, Pooling, pool};
 use crate::layers::{Ctx, linear};
 use crate::loader::{self, Weights};
 use crate::params::ParamStore;
 use crate::tokenizer::{SpecialTokens, load_tokenizer_json, tokenizer_from_gguf_metadata};
-use crate::{bert, llama};
 
 /// A loaded model.
 #[derive(Debug, Clone)]
@@ -34,21 +34,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds a model from a config and weights (consumed), with the default head: none for
-    /// encoders, the causal-LM head for decoders; a classifier when the weights contain one
-    /// and the config has `id2label`.
+    /// Builds a model from a config and weights (consumed), with the default head: the
+    /// causal-LM head for a family that has one, else none; a classifier (pooled by the
+    /// family's default) when the weights contain one and the config has `id2label`.
     pub fn from_weights(config: ModelConfig, mut w: Weights, device: &Device) -> Result<Self> {
-        let mut params = match &config {
-            ModelConfig::Bert(c) => bert::params_from_weights(c, &mut w)?,
-            ModelConfig::Llama(c) => llama::params_from_weights(c, &mut w)?,
-        };
-        let is_decoder = matches!(config, ModelConfig::Llama(_));
-        let (wname, bname) = classifier_param_names(is_decoder);
-        let labels = match &config {
-            ModelConfig::Bert(c) => c.id2label.clone(),
-            ModelConfig::Llama(c) => c.id2label.clone(),
-        };
-        let head = match labels {
+        let arch = config.arch();
+        let mut params = arch.params_from_weights(&mut w)?;
+        let (wname, bname) = arch.classifier_param_names();
+        let head = match arch.id2label().cloned() {
             Some(map) if w.contains(wname) => {
                 let mut labels: Vec<(usize, String)> = map
                     .into_iter()
@@ -64,28 +57,13 @@ impl Model {
                 if let Some(b) = bname {
                     params.insert(b, w.take(b, "classifier head")?);
                 }
-                let pooling = if is_decoder {
-                    Pooling::LastToken
-                } else {
-                    Pooling::Mean
-                };
+                let pooling = arch.default_pooling();
                 Head::Classifier { labels, pooling }
             }
-            _ if is_decoder => Head::CausalLm,
+            _ if arch.has_lm_head() => Head::CausalLm,
             _ => Head::None,
         };
-        let special = match &config {
-            ModelConfig::Bert(c) => SpecialTokens {
-                bos: None,
-                eos: None,
-                pad: Some(c.pad_token_id),
-            },
-            ModelConfig::Llama(c) => SpecialTokens {
-                bos: c.bos_token_id,
-                eos: c.eos_token_id,
-                pad: c.pad_token_id.or(c.eos_token_id),
-            },
-        };
+        let special = arch.special_tokens();
         Ok(Self {
             config,
             params,
@@ -147,9 +125,40 @@ impl Model {
         }
     }
 
-    /// Whether this is a decoder (causal) model.
-    pub fn is_decoder(&self) -> bool {
-        matches!(self.config, ModelConfig::Llama(_))
+    /// The model family's [`Architecture`] (everything family-specific).
+    pub fn arch(&self) -> &dyn Architecture {
+        self.config.arch()
+    }
+
+    /// The family name (`"BERT"`, `"Llama"`), for messages.
+    pub fn family(&self) -> &'static str {
+        self.arch().family()
+    }
+
+    /// Whether attention is causal (each position sees only earlier ones).
+    pub fn is_causal(&self) -> bool {
+        self.arch().is_causal()
+    }
+
+    /// Whether text is encoded with the tokenizer's special tokens (`[CLS]` … `[SEP]`).
+    pub fn adds_special_tokens(&self) -> bool {
+        self.arch().adds_special_tokens()
+    }
+
+    /// Whether the model has a final norm (the `final_norm` unit).
+    pub fn has_final_norm(&self) -> bool {
+        self.arch().has_final_norm()
+    }
+
+    /// Whether the model can be a causal LM (its family has an LM head).
+    pub fn has_lm_head(&self) -> bool {
+        self.arch().has_lm_head()
+    }
+
+    /// The pooling of a new classification head (mean for encoders, last token for causal
+    /// models).
+    pub fn default_pooling(&self) -> Pooling {
+        self.arch().default_pooling()
     }
 
     /// Number of blocks L.
@@ -164,10 +173,11 @@ impl Model {
             .ok_or_else(|| ModelError::Invalid("this model has no tokenizer".into()))
     }
 
-    /// Tokenizes texts into a right-padded batch (special tokens added for encoders only).
+    /// Tokenizes texts into a right-padded batch (special tokens added if the family adds them,
+    /// see [`Model::adds_special_tokens`]).
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Batch> {
         let tok = self.tokenizer()?;
-        let add = !self.is_decoder();
+        let add = self.adds_special_tokens();
         let seqs = texts
             .iter()
             .map(|t| crate::tokenizer::encode(tok, t, add))
@@ -177,10 +187,7 @@ impl Model {
 
     /// Embeddings. ids (B, T) → (B, T, d).
     pub fn embed(&self, ids: &Tensor, ctx: Ctx) -> Result<Tensor> {
-        match &self.config {
-            ModelConfig::Bert(c) => bert::embeddings_forward(&self.params, c, ids, ctx),
-            ModelConfig::Llama(_) => llama::embeddings_forward(&self.params, ids, ctx),
-        }
+        self.arch().embed(&self.params, ids, ctx)
     }
 
     /// Runs blocks `from..to` on hidden states h (B, T, d) of `batch`.
@@ -198,31 +205,13 @@ impl Model {
                 self.num_blocks()
             )));
         }
-        let mut h = h.clone();
-        match &self.config {
-            ModelConfig::Bert(c) => {
-                let mask = bert::attention_mask(&batch.attn, h.dtype())?;
-                for i in from..to {
-                    h = bert::block_forward(&self.params, c, i, &h, &mask, ctx)?;
-                }
-            }
-            ModelConfig::Llama(c) => {
-                let t = h.dim(1)?;
-                let aux = llama::batch_aux(c, &batch.attn, t, h.dtype())?;
-                for i in from..to {
-                    h = llama::block_forward(&self.params, c, i, &h, &aux, None, ctx)?;
-                }
-            }
-        }
-        Ok(h)
+        self.arch()
+            .run_blocks(&self.params, h, batch, from, to, ctx)
     }
 
-    /// The final norm (Llama) or identity (BERT). (B, T, d) → (B, T, d).
+    /// The final norm, or the identity for a family without one. (B, T, d) → (B, T, d).
     pub fn final_norm(&self, h: &Tensor, ctx: Ctx) -> Result<Tensor> {
-        match &self.config {
-            ModelConfig::Bert(_) => Ok(h.clone()),
-            ModelConfig::Llama(c) => llama::final_norm_forward(&self.params, c, h, ctx),
-        }
+        self.arch().final_norm(&self.params, h, ctx)
     }
 
     /// Final hidden states (after the final norm). → (B, T, d).
@@ -290,19 +279,11 @@ impl Model {
     /// Applies the head to final hidden states (B, T, d).
     pub fn head_forward(&self, h: &Tensor, batch: &Batch, ctx: Ctx) -> Result<Tensor> {
         match &self.head {
-            Head::None => match &self.config {
-                ModelConfig::Bert(_) => bert::mean_pool(h, &batch.attn),
-                ModelConfig::Llama(_) => Ok(h.clone()),
-            },
-            Head::CausalLm => match &self.config {
-                ModelConfig::Llama(c) => llama::lm_head_forward(&self.params, c, h, ctx),
-                ModelConfig::Bert(_) => Err(ModelError::Invalid(
-                    "BERT models have no causal-LM head".into(),
-                )),
-            },
+            Head::None => self.arch().headless_output(h, batch),
+            Head::CausalLm => self.arch().lm_head(&self.params, h, ctx),
             Head::Classifier { pooling, .. } => {
                 let pooled = pool(h, batch, *pooling)?; // (B, d)
-                let (w, b) = classifier_param_names(self.is_decoder());
+                let (w, b) = self.arch().classifier_param_names();
                 let y = linear(&self.params, ctx, &pooled.unsqueeze(1)?, w, b)?; // (B, 1, C)
                 Ok(y.squeeze(1)?)
             }
@@ -312,18 +293,19 @@ impl Model {
     /// Sentence embeddings of an encoder: mean-pooled over real tokens, L2-normalised. (B, d).
     pub fn sentence_embeddings(&self, batch: &Batch) -> Result<Tensor> {
         let h = self.hidden_states(batch, Ctx::plain())?;
-        bert::l2_normalize(&bert::mean_pool(&h, &batch.attn)?)
+        crate::bert::l2_normalize(&crate::bert::mean_pool(&h, &batch.attn)?)
     }
 
     /// Causal-LM logits at every position. (B, T, V).
     pub fn lm_logits(&self, batch: &Batch) -> Result<Tensor> {
-        match &self.config {
-            ModelConfig::Llama(c) => {
-                let h = self.hidden_states(batch, Ctx::plain())?;
-                llama::lm_head_forward(&self.params, c, &h, Ctx::plain())
-            }
-            ModelConfig::Bert(_) => Err(ModelError::Invalid("BERT models have no LM head".into())),
+        if !self.has_lm_head() {
+            return Err(ModelError::Invalid(format!(
+                "{} models have no LM head",
+                self.family()
+            )));
         }
+        let h = self.hidden_states(batch, Ctx::plain())?;
+        self.arch().lm_head(&self.params, &h, Ctx::plain())
     }
 
     /// Replaces the head by a classifier with `labels`, initialised from `seed`
@@ -343,7 +325,7 @@ impl Model {
             .map(|(_, t)| t.dtype())
             .unwrap_or(DType::F32);
         let (w, b) = (w.to_dtype(dtype)?, b.to_dtype(dtype)?);
-        let (wn, bn) = classifier_param_names(self.is_decoder());
+        let (wn, bn) = self.arch().classifier_param_names();
         self.params.insert(wn, w);
         if let Some(bn) = bn {
             self.params.insert(bn, b);
@@ -375,36 +357,15 @@ impl Model {
     ) -> Result<Self> {
         use rand::SeedableRng;
         use rand_distr::{Distribution, Normal};
-        let mut names: Vec<String> = Vec::new();
-        match &config {
-            ModelConfig::Bert(c) => {
-                c.validate()?;
-                names.extend(bert::embedding_param_names());
-                for i in 0..c.num_hidden_layers {
-                    names.extend(bert::block_param_names(i));
-                }
-            }
-            ModelConfig::Llama(c) => {
-                c.validate()?;
-                names.push(llama::EMBED.into());
-                names.push(llama::FINAL_NORM.into());
-                for i in 0..c.num_hidden_layers {
-                    names.extend(llama::block_param_names(i));
-                }
-                if !c.tie_word_embeddings {
-                    names.push(llama::LM_HEAD.into());
-                }
-            }
-        }
+        let arch = config.arch();
+        arch.validate()?;
+        let names = arch.base_param_names();
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
         let normal = Normal::new(0.0, std)
             .map_err(|e| ModelError::Invalid(format!("random init std {std}: {e}")))?;
         let mut tensors = std::collections::BTreeMap::new();
         for n in names {
-            let shape = match &config {
-                ModelConfig::Bert(c) => bert::shape_of(c, &n),
-                ModelConfig::Llama(c) => llama::shape_of(c, &n),
-            };
+            let shape = arch.shape_of(&n);
             let count: usize = shape.iter().product();
             let is_norm = n.contains("LayerNorm.weight") || n.ends_with("norm.weight");
             let v: Vec<f64> = (0..count)

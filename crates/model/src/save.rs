@@ -17,14 +17,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Tensor};
 
-use crate::config::ModelConfig;
 use crate::heads::Head;
 use crate::model::Model;
 
 /// The weights to save in Hugging Face naming: LoRA factors merged into their base weights
-/// (W + (α/r)·B A), f32; BERT classifiers get the `bert.` prefix of
-/// `BertForSequenceClassification` (our loader strips it again).
+/// (W + (α/r)·B A), f32, each under the family's export name
+/// ([`crate::arch::Architecture::hf_tensor_name`]: BERT classifiers get the `bert.` prefix of
+/// `BertForSequenceClassification`, which our loader strips again).
 pub fn hf_tensors(model: &Model) -> Result<BTreeMap<String, Tensor>> {
+    let arch = model.arch();
     let mut out = BTreeMap::new();
     for (name, t) in model.params.iter() {
         if name.contains(".lora_") {
@@ -36,14 +37,7 @@ pub fn hf_tensors(model: &Model) -> Result<BTreeMap<String, Tensor>> {
             let b = model.params.get(&b)?.to_dtype(DType::F32)?;
             t = (t + (b.matmul(&a)? * model.params.lora_scale)?)?;
         }
-        let is_bert_classifier = matches!(model.config, ModelConfig::Bert(_))
-            && matches!(model.head, Head::Classifier { .. });
-        let key = if is_bert_classifier && !name.starts_with("classifier.") {
-            format!("bert.{name}")
-        } else {
-            name.clone()
-        };
-        out.insert(key, t.contiguous()?);
+        out.insert(arch.hf_tensor_name(name, &model.head), t.contiguous()?);
     }
     Ok(out)
 }
@@ -51,18 +45,9 @@ pub fn hf_tensors(model: &Model) -> Result<BTreeMap<String, Tensor>> {
 /// The `config.json` to save: the architecture set to the head's HF class, `id2label` /
 /// `label2id` for classifiers.
 pub fn hf_config_json(model: &Model) -> Result<serde_json::Value> {
-    let mut v = match &model.config {
-        ModelConfig::Bert(c) => serde_json::to_value(c),
-        ModelConfig::Llama(c) => serde_json::to_value(c),
-    }
-    .map_err(|e| ModelError::Invalid(format!("serialising config: {e}")))?;
-    let arch = match (&model.config, &model.head) {
-        (ModelConfig::Bert(_), Head::Classifier { .. }) => "BertForSequenceClassification",
-        (ModelConfig::Bert(_), _) => "BertModel",
-        (ModelConfig::Llama(_), Head::Classifier { .. }) => "LlamaForSequenceClassification",
-        (ModelConfig::Llama(_), _) => "LlamaForCausalLM",
-    };
-    v["architectures"] = serde_json::json!([arch]);
+    let arch = model.arch();
+    let mut v = arch.config_json()?;
+    v["architectures"] = serde_json::json!([arch.hf_architecture(&model.head)]);
     if let Head::Classifier { labels, pooling } = &model.head {
         v["classifier_pooling"] = serde_json::json!(pooling.as_str());
         let id2label: BTreeMap<String, String> = labels

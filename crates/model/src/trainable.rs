@@ -14,7 +14,6 @@ use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::Model;
 use crate::units::{UnitId, unit_params};
@@ -112,11 +111,7 @@ impl TrainableSpec {
             ..TrainableSpec::default()
         };
         let mut in_lora = false;
-        let items: Vec<&str> = spec
-            .split([',', ';'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let items = spec_items(spec);
         if items.is_empty() {
             return Err(err(
                 "empty: expected units such as `head,block.4` or `lora:r=8;head`".into(),
@@ -146,42 +141,10 @@ impl TrainableSpec {
                 continue;
             }
             in_lora = false;
-            let sel = match (key.as_str(), arg) {
-                ("embeddings", None) => UnitSel::Unit(UnitId::Embeddings),
-                ("final_norm", None) => UnitSel::Unit(UnitId::FinalNorm),
-                ("head", None) => UnitSel::Unit(UnitId::Head),
-                ("all" | "full", None) => UnitSel::All,
-                ("bitfit", None) => {
-                    out.bitfit = true;
-                    continue;
-                }
-                ("last" | "first", Some(k)) => {
-                    let k: usize = k.parse().map_err(|_| {
-                        err(format!("`{item}`: expected `{key}:K` with K a number"))
-                    })?;
-                    if key == "last" {
-                        UnitSel::Last(k)
-                    } else {
-                        UnitSel::First(k)
-                    }
-                }
-                _ => {
-                    if let Some(rest) = lower
-                        .strip_prefix("block.")
-                        .or(lower.strip_prefix("blocks."))
-                    {
-                        parse_blocks(rest).ok_or_else(|| {
-                            err(format!("`{item}`: expected `block.N` or `block.A-B`"))
-                        })?
-                    } else {
-                        return Err(err(format!(
-                            "unknown item `{item}` (expected embeddings, block.N, block.A-B, \
-                             final_norm, head, all, last:K, first:K, bitfit, lora[:r=R])"
-                        )));
-                    }
-                }
-            };
-            out.units.push(sel);
+            match parse_plain_item(item, &lower, &key, arg).map_err(err)? {
+                PlainItem::Unit(sel) => out.units.push(sel),
+                PlainItem::Bitfit => out.bitfit = true,
+            }
         }
         Ok(out)
     }
@@ -229,8 +192,11 @@ impl TrainableSpec {
                         l.saturating_sub(1)
                     )));
                 }
-                UnitSel::Unit(UnitId::FinalNorm) if !m.is_decoder() => {
-                    return Err(err("final_norm: this encoder has no final norm".into()));
+                UnitSel::Unit(UnitId::FinalNorm) if !m.has_final_norm() => {
+                    return Err(err(format!(
+                        "final_norm: this {} model has no final norm",
+                        m.family()
+                    )));
                 }
                 UnitSel::Unit(u) => {
                     ids.insert(u);
@@ -239,7 +205,7 @@ impl TrainableSpec {
                 UnitSel::All => {
                     ids.insert(UnitId::Embeddings);
                     ids.extend((0..l).map(UnitId::Block));
-                    if m.is_decoder() {
+                    if m.has_final_norm() {
                         ids.insert(UnitId::FinalNorm);
                     }
                     ids.insert(UnitId::Head);
@@ -276,6 +242,64 @@ impl TrainableSpec {
         }
         Ok(names.into_iter().collect())
     }
+}
+
+/// The items of a spec: split at `,` and `;`, trimmed, empty ones dropped.
+fn spec_items(spec: &str) -> Vec<&str> {
+    spec.split([',', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// An item of a spec that is neither `lora[:…]` nor a LoRA `key=value` option.
+enum PlainItem {
+    /// A unit selector.
+    Unit(UnitSel),
+    /// `bitfit`.
+    Bitfit,
+}
+
+/// Parses such an item (`item` as written, `lower` lower-cased, split at its first `:` into
+/// `key` and `arg`); the error names the item and what was expected.
+fn parse_plain_item(
+    item: &str,
+    lower: &str,
+    key: &str,
+    arg: Option<String>,
+) -> std::result::Result<PlainItem, String> {
+    let sel = match (key, arg) {
+        ("embeddings", None) => UnitSel::Unit(UnitId::Embeddings),
+        ("final_norm", None) => UnitSel::Unit(UnitId::FinalNorm),
+        ("head", None) => UnitSel::Unit(UnitId::Head),
+        ("all" | "full", None) => UnitSel::All,
+        ("bitfit", None) => return Ok(PlainItem::Bitfit),
+        ("last" | "first", Some(k)) => {
+            let k: usize = k
+                .parse()
+                .map_err(|_| format!("`{item}`: expected `{key}:K` with K a number"))?;
+            if key == "last" {
+                UnitSel::Last(k)
+            } else {
+                UnitSel::First(k)
+            }
+        }
+        _ => {
+            if let Some(rest) = lower
+                .strip_prefix("block.")
+                .or(lower.strip_prefix("blocks."))
+            {
+                parse_blocks(rest)
+                    .ok_or_else(|| format!("`{item}`: expected `block.N` or `block.A-B`"))?
+            } else {
+                return Err(format!(
+                    "unknown item `{item}` (expected embeddings, block.N, block.A-B, \
+                     final_norm, head, all, last:K, first:K, bitfit, lora[:r=R])"
+                ));
+            }
+        }
+    };
+    Ok(PlainItem::Unit(sel))
 }
 
 fn parse_blocks(rest: &str) -> Option<UnitSel> {
@@ -330,30 +354,6 @@ pub fn is_bitfit_param(name: &str) -> bool {
     name.ends_with(".bias") || name.contains("LayerNorm") || name.ends_with("norm.weight")
 }
 
-/// The weight names LoRA adapts in block i for a target (q, k, v, o, gate, up, down).
-pub fn lora_weight_name(cfg: &ModelConfig, i: usize, target: &str) -> Option<String> {
-    let tail = match (cfg, target) {
-        (ModelConfig::Bert(_), "q") => "attention.self.query",
-        (ModelConfig::Bert(_), "k") => "attention.self.key",
-        (ModelConfig::Bert(_), "v") => "attention.self.value",
-        (ModelConfig::Bert(_), "o") => "attention.output.dense",
-        (ModelConfig::Bert(_), "up") => "intermediate.dense",
-        (ModelConfig::Bert(_), "down") => "output.dense",
-        (ModelConfig::Llama(_), "q") => "self_attn.q_proj",
-        (ModelConfig::Llama(_), "k") => "self_attn.k_proj",
-        (ModelConfig::Llama(_), "v") => "self_attn.v_proj",
-        (ModelConfig::Llama(_), "o") => "self_attn.o_proj",
-        (ModelConfig::Llama(_), "gate") => "mlp.gate_proj",
-        (ModelConfig::Llama(_), "up") => "mlp.up_proj",
-        (ModelConfig::Llama(_), "down") => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(match cfg {
-        ModelConfig::Bert(_) => format!("encoder.layer.{i}.{tail}.weight"),
-        ModelConfig::Llama(_) => format!("model.layers.{i}.{tail}.weight"),
-    })
-}
-
 /// What [`apply`] made trainable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrainableSummary {
@@ -372,7 +372,7 @@ pub fn apply(m: &mut Model, spec: &TrainableSpec, seed: u64) -> Result<Trainable
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         for i in 0..m.num_blocks() {
             for t in &lora.targets {
-                let Some(w) = lora_weight_name(&m.config, i, t) else {
+                let Some(w) = m.arch().lora_weight_name(i, t) else {
                     return Err(ModelError::TrainableSpec {
                         spec: format!("{spec:?}"),
                         what: format!("LoRA target `{t}` does not exist in this architecture"),

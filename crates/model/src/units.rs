@@ -3,10 +3,8 @@
 
 use std::fmt;
 
-use crate::config::ModelConfig;
-use crate::heads::{Head, classifier_param_names};
+use crate::heads::Head;
 use crate::model::Model;
-use crate::{bert, llama};
 
 /// Identifies a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -15,7 +13,7 @@ pub enum UnitId {
     Embeddings,
     /// Transformer block i.
     Block(usize),
-    /// The final norm (Llama).
+    /// The final norm (families that have one, e.g. Llama).
     FinalNorm,
     /// The task head (classifier, or an untied LM head; a tied LM head has no own parameters).
     Head,
@@ -45,21 +43,13 @@ pub struct Unit {
 
 /// Parameter names of a unit of `m` (LoRA factors of a block's projections included).
 pub fn unit_params(m: &Model, id: UnitId) -> Vec<String> {
-    let mut names = match (&m.config, id) {
-        (ModelConfig::Bert(_), UnitId::Embeddings) => bert::embedding_param_names(),
-        (ModelConfig::Llama(_), UnitId::Embeddings) => vec![llama::EMBED.to_string()],
-        (ModelConfig::Bert(_), UnitId::Block(i)) => bert::block_param_names(i),
-        (ModelConfig::Llama(_), UnitId::Block(i)) => llama::block_param_names(i),
-        (ModelConfig::Bert(_), UnitId::FinalNorm) => vec![],
-        (ModelConfig::Llama(_), UnitId::FinalNorm) => vec![llama::FINAL_NORM.to_string()],
-        (cfg, UnitId::Head) => match &m.head {
+    let arch = m.arch();
+    let mut names = match id {
+        UnitId::Head => match &m.head {
             Head::None => vec![],
-            Head::CausalLm => match cfg {
-                ModelConfig::Llama(c) if !c.tie_word_embeddings => vec![llama::LM_HEAD.to_string()],
-                _ => vec![],
-            },
+            Head::CausalLm => arch.lm_head_param_names(),
             Head::Classifier { .. } => {
-                let (w, b) = classifier_param_names(m.is_decoder());
+                let (w, b) = arch.classifier_param_names();
                 let mut v = vec![w.to_string()];
                 if let Some(b) = b {
                     v.push(b.to_string());
@@ -67,12 +57,10 @@ pub fn unit_params(m: &Model, id: UnitId) -> Vec<String> {
                 v
             }
         },
+        id => arch.unit_param_names(id),
     };
     if let UnitId::Block(i) = id {
-        let prefix = match m.config {
-            ModelConfig::Bert(_) => format!("encoder.layer.{i}."),
-            ModelConfig::Llama(_) => format!("model.layers.{i}."),
-        };
+        let prefix = arch.block_prefix(i);
         names.extend(
             m.params
                 .names()
@@ -88,7 +76,7 @@ pub fn unit_params(m: &Model, id: UnitId) -> Vec<String> {
 pub fn units(m: &Model) -> Vec<Unit> {
     let mut ids = vec![UnitId::Embeddings];
     ids.extend((0..m.num_blocks()).map(UnitId::Block));
-    if m.is_decoder() {
+    if m.has_final_norm() {
         ids.push(UnitId::FinalNorm);
     }
     ids.push(UnitId::Head);
@@ -107,33 +95,5 @@ pub fn units(m: &Model) -> Vec<Unit> {
 
 /// The unit a parameter belongs to.
 pub fn unit_of(m: &Model, name: &str) -> Option<UnitId> {
-    let block = |prefix: &str| -> Option<usize> {
-        name.strip_prefix(prefix)?.split('.').next()?.parse().ok()
-    };
-    match m.config {
-        ModelConfig::Bert(_) => {
-            if name.starts_with("embeddings.") {
-                Some(UnitId::Embeddings)
-            } else if let Some(i) = block("encoder.layer.") {
-                Some(UnitId::Block(i))
-            } else if name.starts_with("classifier.") {
-                Some(UnitId::Head)
-            } else {
-                None
-            }
-        }
-        ModelConfig::Llama(_) => {
-            if name == llama::EMBED {
-                Some(UnitId::Embeddings)
-            } else if let Some(i) = block("model.layers.") {
-                Some(UnitId::Block(i))
-            } else if name == llama::FINAL_NORM {
-                Some(UnitId::FinalNorm)
-            } else if name == llama::LM_HEAD || name.starts_with("score.") {
-                Some(UnitId::Head)
-            } else {
-                None
-            }
-        }
-    }
+    m.arch().unit_of(name)
 }

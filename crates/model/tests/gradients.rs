@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use common::{tiny_bert, tiny_llama};
 use dpselft_model::ops::loss::{classification_loss_per_example, lm_loss_per_example};
 use dpselft_model::trainable::{self, TrainableSpec};
-use dpselft_model::{Batch, Ctx, Head, Model, ModelConfig, Pooling, Recorder};
+use dpselft_model::{Batch, Ctx, Head, Model, ModelConfig, Recorder};
 
 fn batch() -> Batch {
     let seqs = vec![vec![3u32, 5, 7, 9, 4], vec![6, 8, 10], vec![11, 12, 13, 14]];
@@ -114,15 +114,11 @@ fn model(cfg: ModelConfig, head: &str) -> Model {
     let mut m = Model::random(cfg, 0.3, 7, DType::F64, &Device::Cpu).unwrap();
     match head {
         "classifier" => {
-            let pooling = if m.is_decoder() {
-                Pooling::LastToken
-            } else {
-                Pooling::Mean
-            };
+            let pooling = m.default_pooling();
             m.set_classifier(vec!["a".into(), "b".into(), "c".into()], pooling, 3)
                 .unwrap();
             // A larger head than the 0.02 default so that gradients below it are not tiny.
-            let (w, _) = dpselft_model::heads::classifier_param_names(m.is_decoder());
+            let (w, _) = m.arch().classifier_param_names();
             let t = (m.params.get(w).unwrap() * 25.0).unwrap();
             m.params.insert(w, t);
         }

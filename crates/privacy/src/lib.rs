@@ -33,6 +33,8 @@ mod ledger_format;
 pub mod mechanism;
 pub mod normal;
 pub mod pld;
+mod pld_compose;
+mod pld_event;
 pub mod rdp;
 
 pub use accountant::{Accountant, AccountantConfig, Guarantee};

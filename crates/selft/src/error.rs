@@ -45,7 +45,7 @@ pub enum SelftError {
 pub type Result<T> = std::result::Result<T, SelftError>;
 
 /// An I/O error on `path`.
-pub(crate) fn io_err(path: impl Into<PathBuf>, source: std::io::Error) -> SelftError {
+pub fn io_err(path: impl Into<PathBuf>, source: std::io::Error) -> SelftError {
     SelftError::Io {
         path: path.into(),
         source,

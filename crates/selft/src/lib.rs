@@ -4,19 +4,20 @@
 //! 2. [`select`] — noise-matched layer selection on the synthetic data only (free);
 //! 3. [`pipeline`] — DP fine-tuning of the chosen blocks on the private split, σ calibrated so
 //!    that everything in the run's ledger together meets the target (ε, δ); the run folder and
-//!    its [`report`];
-//! 4. [`bench`] — the privacy–utility benchmark against the baselines.
+//!    its [`report`].
+//!
+//! The privacy–utility benchmark against the baselines is in `dpselft-bench`.
 //!
 //! Private and synthetic data are different types ([`data`]): selection cannot be handed the
 //! private split.
 
 #![deny(missing_docs)]
 
-pub mod bench;
 pub mod data;
 pub mod error;
 pub mod pipeline;
 pub mod report;
+pub mod run_config;
 pub mod select;
 pub mod synth;
 
@@ -24,7 +25,7 @@ pub use data::{PrivateData, SynthManifest, SyntheticData};
 pub use error::{Result, SelftError};
 pub use pipeline::{ResolvedPaths, RunConfig, RunMetrics, Scale, run};
 pub use select::{Candidates, Perturbation, SelectConfig, Selection, select};
-pub use synth::{SynthConfig, SynthReport, synthesize};
+pub use synth::{GeneratorConfig, SynthReport, SynthSection, Synthesizer, synthesize};
 
 use std::path::Path;
 

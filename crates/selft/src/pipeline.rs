@@ -21,8 +21,8 @@ use std::time::Instant;
 use candle_core::Device;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
-    DpTrainer, Duration, EvalMetrics, NoisePlan, OptimizerKind, PrivacyTarget, Start, Task,
-    TrainConfig, TrainData, TrainerOptions, plan_noise,
+    DpTrainer, Duration, EvalMetrics, NoisePlan, Start, TrainConfig, TrainData, TrainSummary,
+    TrainerOptions, plan_noise,
 };
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_privacy::{PrivacyLedger, Stage};
@@ -31,219 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::Progress;
 use crate::data::{PrivateData, SyntheticData};
 use crate::error::{Result, SelftError, io_err};
-use crate::select::{Candidates, Perturbation, SelectConfig, Selection, select};
-use crate::synth::{StageBudget, SynthConfig, SynthInputs, SynthReport, synthesize};
+use crate::select::{SelectConfig, Selection, select};
+use crate::synth::{StageBudget, SynthInputs, SynthReport, synthesize};
 
-/// A whole run's configuration (`config.toml`): four sections.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunConfig {
-    /// What to train, on what, for which budget.
-    pub run: RunSection,
-    /// Stage 1.
-    pub synth: SynthConfig,
-    /// Stage 2.
-    pub select: SelectSection,
-    /// Stage 3.
-    pub train: TrainSection,
-}
-
-/// The run as a whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunSection {
-    /// Classification or language modelling.
-    pub task: Task,
-    /// The target model: an asset id (`minilm`) or a model path.
-    pub model: String,
-    /// The generator of the synthetic stage: an asset id (`smollm2`) or a path.
-    pub generator: String,
-    /// The private training split (JSONL, CSV or folder).
-    pub train_data: PathBuf,
-    /// The held-out test split (never used for any decision; evaluated once at the end).
-    pub test_data: Option<PathBuf>,
-    /// Target ε of the whole run.
-    pub epsilon: f64,
-    /// Target δ of the whole run.
-    pub delta: f64,
-    /// Share of ε for the synthetic stage (its mechanisms alone spend this much).
-    pub synth_fraction: f64,
-    /// Use a seeded random subset of this many training examples (the default scale's speed).
-    pub train_limit: Option<usize>,
-    /// Evaluate on a seeded random subset of this many test examples.
-    pub test_limit: Option<usize>,
-    /// Seed for a reproducible run (noise included; the ledger says so). `None`: the OS.
-    pub seed: Option<u64>,
-    /// Seed of the data subsets (`train_limit`, `test_limit`); public randomness, independent of
-    /// `seed` so that runs with different seeds see the same subsets.
-    pub subset_seed: u64,
-}
-
-impl Default for RunSection {
-    fn default() -> Self {
-        Self {
-            task: Task::Classify,
-            model: "minilm".into(),
-            generator: "smollm2".into(),
-            train_data: PathBuf::from("data/brown-genre/train.jsonl"),
-            test_data: Some(PathBuf::from("data/brown-genre/test.jsonl")),
-            epsilon: 3.0,
-            delta: 1e-5,
-            synth_fraction: 0.2,
-            train_limit: Some(1500),
-            test_limit: Some(1000),
-            seed: None,
-            subset_seed: 0,
-        }
-    }
-}
-
-/// Stage 2's own settings (the rest comes from stage 3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SelectSection {
-    /// `singles`, `windows:K` or `greedy:K`.
-    pub candidates: Candidates,
-    /// `worst-case`, `gaussian` or `none`.
-    pub perturbation: Perturbation,
-    /// Steps τ per candidate.
-    pub steps: u64,
-    /// Examples per selection step.
-    pub batch_size: usize,
-    /// Radius scale κ.
-    pub kappa: f64,
-    /// Runs per candidate.
-    pub seeds: usize,
-    /// Tokens per synthetic example (they are short; this bounds the stage's cost).
-    pub max_seq_len: usize,
-}
-
-impl Default for SelectSection {
-    fn default() -> Self {
-        Self {
-            candidates: Candidates::Greedy(2),
-            perturbation: Perturbation::WorstCase,
-            steps: 4,
-            batch_size: 16,
-            kappa: 1.0,
-            seeds: 1,
-            max_seq_len: 64,
-        }
-    }
-}
-
-/// Stage 3: DP fine-tuning of the chosen blocks and the head.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSection {
-    /// Expected logical batch size B.
-    pub batch_size: usize,
-    /// Clip norm C.
-    pub clip: f64,
-    /// Peak learning rate η.
-    pub lr: f64,
-    /// Epochs (T = ⌈epochs·n/B⌉ steps).
-    pub epochs: f64,
-    /// Update rule.
-    pub optimizer: OptimizerKind,
-    /// Tokens per example.
-    pub max_seq_len: usize,
-    /// Padded tokens per physical micro-batch.
-    pub max_tokens: usize,
-}
-
-impl Default for TrainSection {
-    fn default() -> Self {
-        Self {
-            batch_size: 128,
-            clip: 1.0,
-            lr: 5e-3,
-            epochs: 3.0,
-            optimizer: OptimizerKind::default(),
-            max_seq_len: 128,
-            max_tokens: 8192,
-        }
-    }
-}
-
-/// The preset scales.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scale {
-    /// Minutes on two CPU cores: subsets of the data, short stages.
-    Small,
-    /// All the data and paper-like settings.
-    Full,
-}
-
-impl RunSection {
-    /// The run's privacy target (ε, δ).
-    pub fn privacy(&self) -> PrivacyTarget {
-        PrivacyTarget::Private {
-            epsilon: self.epsilon,
-            delta: self.delta,
-        }
-    }
-}
-
-impl RunConfig {
-    /// The configuration of a scale (the defaults are [`Scale::Small`]).
-    pub fn preset(scale: Scale) -> Self {
-        let mut c = Self::default();
-        if scale == Scale::Full {
-            c.run.train_limit = None;
-            c.run.test_limit = None;
-            c.synth.num_samples = 2000;
-            c.synth.steps = 40;
-            c.synth.batch_size = 64;
-            c.select.candidates = Candidates::Greedy(3);
-            c.select.steps = 20;
-            c.select.batch_size = 64;
-            c.select.max_seq_len = 128;
-            c.train.batch_size = 512;
-            c.train.epochs = 5.0;
-        }
-        c
-    }
-
-    /// Reads a `config.toml`; missing keys keep their defaults.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
-        toml::from_str(&text).map_err(|e| SelftError::Format {
-            path: path.to_path_buf(),
-            message: format!("not a dpselft run configuration: {e}"),
-        })
-    }
-
-    /// The configuration as TOML.
-    pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self)
-            .map_err(|e| SelftError::Config(format!("serialising the configuration: {e}")))
-    }
-
-    /// Checks the values the stages do not check themselves.
-    pub fn validate(&self) -> Result<()> {
-        let r = &self.run;
-        if !(r.epsilon.is_finite() && r.epsilon > 0.0) {
-            return Err(SelftError::Config(format!(
-                "run.epsilon {} must be > 0",
-                r.epsilon
-            )));
-        }
-        if !(r.delta > 0.0 && r.delta < 1.0) {
-            return Err(SelftError::Config(format!(
-                "run.delta {} must be in (0, 1)",
-                r.delta
-            )));
-        }
-        if !(r.synth_fraction > 0.0 && r.synth_fraction < 1.0) {
-            return Err(SelftError::Config(format!(
-                "run.synth_fraction {} must be in (0, 1)",
-                r.synth_fraction
-            )));
-        }
-        self.synth.validate()
-    }
-}
+pub use crate::run_config::{RunConfig, RunSection, Scale, SelectSection, TrainSection};
 
 /// Where the run's models and data are (the CLI resolves asset ids and builds default data).
 #[derive(Debug, Clone)]
@@ -342,6 +133,7 @@ pub fn run_synth(
     progress.message("stage 1/3: DP synthetic data");
     let generator = Model::load(&paths.generator, &Device::Cpu)?;
     let (synthetic, report) = synthesize(
+        &config.synth,
         &private,
         SynthInputs {
             generator,
@@ -351,7 +143,6 @@ pub fn run_synth(
             work_dir: &out.join("synth"),
             seed: r.seed,
         },
-        &config.synth,
         StageBudget {
             epsilon: r.epsilon * r.synth_fraction,
             delta: r.delta,
@@ -432,8 +223,7 @@ pub fn run_train(
     let selection: Selection = read_json(&out.join("selection.json"))?;
     let synth_report: SynthReport = read_json(&out.join("synth.json"))?;
     let ledger_path = out.join("ledger.json");
-    let (r, t) = (&config.run, &config.train);
-    let test = load_test(r, private.labels())?;
+    let test = load_test(&config.run, private.labels())?;
     let n = private.len();
     let sigma_ft = train_plan(&config, n, &ledger_path)?.noise_multiplier;
     progress.message(&format!(
@@ -442,25 +232,7 @@ pub fn run_train(
     ));
     let started = Instant::now();
     let device = Device::Cpu;
-    let train_config = TrainConfig {
-        task: r.task,
-        trainable: selection.chosen_spec.clone(),
-        duration: Duration::Epochs(t.epochs),
-        batch_size: t.batch_size,
-        clip: t.clip,
-        automatic_clip_gamma: None,
-        lr: t.lr,
-        optimizer: t.optimizer,
-        warmup_steps: 0,
-        privacy: r.privacy(),
-        max_tokens: t.max_tokens,
-        max_seq_len: t.max_seq_len,
-        eval_every: None,
-        log_every: 1,
-        checkpoint_every: None,
-        seed: r.seed,
-        init_seed: 0,
-    };
+    let train_config = stage3_config(&config, selection.chosen_spec.clone());
     let options = TrainerOptions {
         shared_ledger: Some(ledger_path.clone()),
         stage: Stage::Train,
@@ -486,48 +258,80 @@ pub fn run_train(
     dpselft_model::save::save_hf(trainer.model(), &out.join("model"))?;
     let train_s = started.elapsed().as_secs_f64();
 
-    // The ledger's account, per stage and in total.
-    let ledger = PrivacyLedger::open(&ledger_path)?;
+    let walls = [synth_report.wall_s, selection.wall_s, train_s];
+    let majority = test
+        .as_ref()
+        .and_then(|t| majority_accuracy(private.dataset(), t));
+    let metrics = run_metrics(&config, &ledger_path, &selection, summary, majority, walls)?;
+    crate::write_json(&out.join("metrics.json"), &metrics)?;
+    crate::report::write_report(out, &config, &synth_report, &selection, &metrics)?;
+    Ok(metrics)
+}
 
+/// Stage 3's training configuration: the run's settings and the chosen set.
+fn stage3_config(config: &RunConfig, trainable: TrainableSpec) -> TrainConfig {
+    let (r, t) = (&config.run, &config.train);
+    TrainConfig {
+        task: r.task,
+        trainable,
+        duration: Duration::Epochs(t.epochs),
+        batch_size: t.batch_size,
+        clip: t.clip,
+        automatic_clip_gamma: None,
+        lr: t.lr,
+        optimizer: t.optimizer,
+        warmup_steps: 0,
+        privacy: r.privacy(),
+        max_tokens: t.max_tokens,
+        max_seq_len: t.max_seq_len,
+        eval_every: None,
+        log_every: 1,
+        checkpoint_every: None,
+        seed: r.seed,
+        init_seed: 0,
+    }
+}
+
+/// `metrics.json`: the test result and the ledger's account, per stage and in total.
+/// `walls`: the synth, select and train stages' seconds.
+fn run_metrics(
+    config: &RunConfig,
+    ledger_path: &Path,
+    selection: &Selection,
+    summary: TrainSummary,
+    majority_accuracy: Option<f64>,
+    walls: [f64; 3],
+) -> Result<RunMetrics> {
+    let r = &config.run;
+    let ledger = PrivacyLedger::open(ledger_path)?;
     let spent = ledger.spent();
-    let metrics = RunMetrics {
+    let stage = |name: &str, wall_s: f64, epsilon: f64| StageSummary {
+        stage: name.into(),
+        wall_s,
+        epsilon,
+    };
+    let plan = &summary.plan;
+    Ok(RunMetrics {
         test: summary.eval.clone(),
-        majority_accuracy: test
-            .as_ref()
-            .and_then(|t| majority_accuracy(private.dataset(), t)),
+        majority_accuracy,
         target_epsilon: r.epsilon,
         delta: r.delta,
         epsilon_pld: spent.epsilon().unwrap_or(f64::INFINITY),
         epsilon_rdp: spent.under("rdp").and_then(|g| g.epsilon),
         stages: vec![
-            StageSummary {
-                stage: "synth".into(),
-                wall_s: synth_report.wall_s,
-                epsilon: ledger.epsilon_of(Stage::is_synth)?,
-            },
-            StageSummary {
-                stage: "select".into(),
-                wall_s: selection.wall_s,
-                epsilon: 0.0,
-            },
-            StageSummary {
-                stage: "train".into(),
-                wall_s: train_s,
-                epsilon: ledger.epsilon_of(|s| s == Stage::Train)?,
-            },
+            stage("synth", walls[0], ledger.epsilon_of(Stage::is_synth)?),
+            stage("select", walls[1], 0.0),
+            stage("train", walls[2], ledger.epsilon_of(|s| s == Stage::Train)?),
         ],
         train_sigma: plan.noise_multiplier,
         train_steps: plan.total_steps,
         train_sampling_rate: plan.sampling_rate,
-        train_examples: n,
+        train_examples: plan.examples,
         chosen_spec: selection.chosen_spec.clone(),
         trainable_params: plan.trainable_scalars,
         seeded: r.seed.is_some(),
-        wall_s: synth_report.wall_s + selection.wall_s + train_s,
-    };
-    crate::write_json(&out.join("metrics.json"), &metrics)?;
-    crate::report::write_report(out, &config, &synth_report, &selection, &metrics)?;
-    Ok(metrics)
+        wall_s: walls.iter().sum(),
+    })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -540,11 +344,17 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Loads the private train split (a seeded subset if `train_limit` is set).
 pub fn load_private(r: &RunSection) -> Result<PrivateData> {
+    Ok(PrivateData::new(load_train(r)?))
+}
+
+/// The private train split as a plain data set (for baselines that DP-train on it directly; the
+/// pipeline wraps it in [`PrivateData`], which selection cannot take).
+pub fn load_train(r: &RunSection) -> Result<Dataset> {
     let mut train = load_dataset(&r.train_data, &LoadOptions::default())?;
     if let Some(limit) = r.train_limit {
         dpselft_data::subset(&mut train, limit, r.subset_seed);
     }
-    Ok(PrivateData::new(train))
+    Ok(train)
 }
 
 /// Loads the test split, if any (a seeded subset if `test_limit` is set), with the training
@@ -567,7 +377,7 @@ pub fn load_test(r: &RunSection, labels: &[String]) -> Result<Option<Dataset>> {
 
 /// The test accuracy of always predicting the training split's most frequent label (the floor
 /// every classifier should clear).
-pub(crate) fn majority_accuracy(train: &Dataset, test: &Dataset) -> Option<f64> {
+pub fn majority_accuracy(train: &Dataset, test: &Dataset) -> Option<f64> {
     let counts = train.label_counts();
     let top = (0..counts.len()).max_by_key(|&i| counts[i])?;
     let hits = test

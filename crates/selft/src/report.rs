@@ -32,8 +32,17 @@ pub fn report_markdown(
     selection: &Selection,
     m: &RunMetrics,
 ) -> String {
-    let r = &config.run;
     let mut s = String::new();
+    write_summary(&mut s, config, m);
+    write_stages(&mut s, config, synth, selection, m);
+    write_selection(&mut s, synth, selection);
+    write_synthetic_examples(&mut s, synth);
+    s
+}
+
+/// The title, the test result (accuracy and macro-F1, or perplexity) and the privacy spent.
+fn write_summary(s: &mut String, config: &RunConfig, m: &RunMetrics) {
+    let r = &config.run;
     let _ = writeln!(
         s,
         "# dpselft run: {} on {}\n",
@@ -80,20 +89,51 @@ pub fn report_markdown(
             ""
         }
     );
+}
+
+/// `## Stages`: one row per stage (wall time, ε alone, what it did), then the total wall time.
+fn write_stages(
+    s: &mut String,
+    config: &RunConfig,
+    synth: &SynthReport,
+    selection: &Selection,
+    m: &RunMetrics,
+) {
     let _ = writeln!(s, "## Stages\n");
     let _ = writeln!(s, "| stage | wall time | ε alone (PLD) | what it did |");
     let _ = writeln!(s, "|---|---:|---:|---|");
-    let what = [
+    let what = stage_descriptions(config, synth, selection, m);
+    for (st, w) in m.stages.iter().zip(&what) {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} s | {:.4} | {} |",
+            st.stage, st.wall_s, st.epsilon, w
+        );
+    }
+    let _ = writeln!(s, "\nTotal wall time: {:.0} s.\n", m.wall_s);
+}
+
+/// What each stage did (synthesis, selection, training), in stage order.
+fn stage_descriptions(
+    config: &RunConfig,
+    synth: &SynthReport,
+    selection: &Selection,
+    m: &RunMetrics,
+) -> [String; 3] {
+    [
         format!(
             "histogram σ = {}, generator `{}` σ = {:.4} (q = {:.4}, {} steps); {} texts kept",
             synth
                 .histogram_sigma
                 .map(|x| format!("{x:.2}"))
                 .unwrap_or_else(|| "–".into()),
-            config.synth.trainable,
+            config
+                .synth
+                .generator()
+                .map_or("–".into(), |g| g.trainable.to_string()),
             synth.generator_sigma,
             synth.generator_sampling_rate,
-            config.synth.steps,
+            config.synth.generator().map_or(0, |g| g.steps),
             synth.samples_per_label.iter().sum::<usize>()
         ),
         format!(
@@ -111,15 +151,12 @@ pub fn report_markdown(
             m.train_examples,
             m.trainable_params
         ),
-    ];
-    for (st, w) in m.stages.iter().zip(&what) {
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} s | {:.4} | {} |",
-            st.stage, st.wall_s, st.epsilon, w
-        );
-    }
-    let _ = writeln!(s, "\nTotal wall time: {:.0} s.\n", m.wall_s);
+    ]
+}
+
+/// `## Layer selection`: the chart, how to read the scores, one row per candidate (the chosen
+/// set marked).
+fn write_selection(s: &mut String, synth: &SynthReport, selection: &Selection) {
     let _ = writeln!(s, "## Layer selection\n");
     let _ = writeln!(s, "![candidate scores](selection.svg)\n");
     let _ = writeln!(
@@ -146,12 +183,15 @@ pub fn report_markdown(
             c.round, c.spec, mark, c.params, c.radius, c.score, c.loss
         );
     }
+}
+
+/// `## Synthetic examples`: each kept example's label and first 200 characters.
+fn write_synthetic_examples(s: &mut String, synth: &SynthReport) {
     let _ = writeln!(s, "\n## Synthetic examples\n");
     for (label, text) in &synth.examples {
         let short: String = text.chars().take(200).collect();
         let _ = writeln!(s, "- *{label}*: {short}");
     }
-    s
 }
 
 /// A horizontal bar chart of the candidates' scores (the chosen set highlighted).

@@ -9,7 +9,8 @@
 
 use clap::ValueEnum;
 use dpselft_privacy::{
-    Mechanism, PldAccountant, PrivacyError, RdpAccountant, calibrate_sigma, sampling_from_epochs,
+    Mechanism, PldAccountant, PrivacyError, RdpAccountant, RdpGuarantee, calibrate_sigma,
+    sampling_from_epochs,
 };
 use serde_json::{Map, Value, json};
 
@@ -116,8 +117,20 @@ fn fmt_num(x: f64) -> String {
     }
 }
 
-/// Runs `dpselft account`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// The checked inputs shared by both modes: (q, T, δ), the accountants and which to report.
+struct Inputs {
+    q: f64,
+    steps: u64,
+    delta: f64,
+    discretisation: f64,
+    pld: PldAccountant,
+    rdp: RdpAccountant,
+    want_pld: bool,
+    want_rdp: bool,
+}
+
+/// Validates δ and the PLD discretisation, resolves (q, T) and sets up the accountants.
+fn inputs(args: &Args) -> anyhow::Result<Inputs> {
     if !(args.delta > 0.0 && args.delta < 1.0) {
         return Err(usage(format!(
             "invalid --delta {}: expected a number in (0, 1)",
@@ -131,152 +144,223 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.discretisation
         )));
     }
-    let (q, steps) = sampling(&args)?;
-    let delta = args.delta;
-    let pld = PldAccountant::with_discretisation(args.discretisation);
-    let rdp = RdpAccountant::default();
-    let want_pld = matches!(args.accountant, Which::Pld | Which::All);
-    let want_rdp = matches!(args.accountant, Which::Rdp | Which::All);
+    let (q, steps) = sampling(args)?;
+    Ok(Inputs {
+        q,
+        steps,
+        delta: args.delta,
+        discretisation: args.discretisation,
+        pld: PldAccountant::with_discretisation(args.discretisation),
+        rdp: RdpAccountant::default(),
+        want_pld: matches!(args.accountant, Which::Pld | Which::All),
+        want_rdp: matches!(args.accountant, Which::Rdp | Which::All),
+    })
+}
 
-    if let Some(sigma) = args.sigma {
-        if !(sigma.is_finite() && sigma > 0.0) {
-            return Err(usage(format!(
-                "invalid --sigma {sigma}: expected a finite number > 0"
-            )));
-        }
-        let ev = [Mechanism::sampled_gaussian(q, sigma, steps).map_err(classify)?];
-        let e_pld = if want_pld {
-            Some(pld.epsilon(&ev, delta).map_err(classify)?)
-        } else {
-            None
-        };
-        let g_rdp = if want_rdp {
-            Some(rdp.epsilon(&ev, delta).map_err(classify)?)
-        } else {
-            None
-        };
-        if args.json {
-            let mut eps = Map::new();
-            if let Some(e) = e_pld {
-                eps.insert("pld".into(), num(e));
-            }
-            let mut out = Map::new();
-            if let Some(g) = g_rdp {
-                eps.insert("rdp".into(), num(g.epsilon));
-            }
-            out.insert("epsilon".into(), Value::Object(eps));
-            if let Some(g) = g_rdp {
-                out.insert("rdp_order".into(), num(g.order));
-            }
-            out.insert("delta".into(), json!(delta));
-            out.insert("sampling_rate".into(), json!(q));
-            out.insert("steps".into(), json!(steps));
-            out.insert("sigma".into(), json!(sigma));
-            println!("{}", Value::Object(out));
-        } else {
-            println!(
-                "Poisson-subsampled Gaussian: q = {q}, T = {steps}, sigma = {sigma}, delta = {delta:e}"
-            );
-            println!("{:<12} {:>12}  note", "accountant", "epsilon");
-            if let Some(e) = e_pld {
-                println!(
-                    "{:<12} {:>12}  discretisation {:e}",
-                    "pld",
-                    fmt_num(e),
-                    args.discretisation
-                );
-            }
-            if let Some(g) = g_rdp {
-                println!(
-                    "{:<12} {:>12}  optimal order {}",
-                    "rdp",
-                    fmt_num(g.epsilon),
-                    g.order
-                );
-            }
-        }
-        return Ok(());
+/// Runs `dpselft account`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let inp = inputs(&args)?;
+    match args.sigma {
+        Some(sigma) => epsilon_for_sigma(&inp, sigma, args.json),
+        None => sigma_for_target(&inp, args.target_epsilon, args.json),
     }
+}
 
-    let target = args.target_epsilon.unwrap_or(f64::NAN);
+/// The ε of each requested accountant for σ: (PLD ε, RDP guarantee).
+type Epsilons = (Option<f64>, Option<RdpGuarantee>);
+
+/// The `--sigma` mode: validates σ, computes ε under each requested accountant and prints it.
+fn epsilon_for_sigma(inp: &Inputs, sigma: f64, json: bool) -> anyhow::Result<()> {
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(usage(format!(
+            "invalid --sigma {sigma}: expected a finite number > 0"
+        )));
+    }
+    let eps = epsilons(inp, sigma)?;
+    if json {
+        print_epsilon_json(inp, sigma, eps);
+    } else {
+        print_epsilon_table(inp, sigma, eps);
+    }
+    Ok(())
+}
+
+/// ε of the sampled Gaussian (q, σ, T) at δ under each requested accountant (PLD first).
+fn epsilons(inp: &Inputs, sigma: f64) -> anyhow::Result<Epsilons> {
+    let ev = [Mechanism::sampled_gaussian(inp.q, sigma, inp.steps).map_err(classify)?];
+    let e_pld = if inp.want_pld {
+        Some(inp.pld.epsilon(&ev, inp.delta).map_err(classify)?)
+    } else {
+        None
+    };
+    let g_rdp = if inp.want_rdp {
+        Some(inp.rdp.epsilon(&ev, inp.delta).map_err(classify)?)
+    } else {
+        None
+    };
+    Ok((e_pld, g_rdp))
+}
+
+/// Prints the `--sigma` result as one JSON object.
+fn print_epsilon_json(inp: &Inputs, sigma: f64, (e_pld, g_rdp): Epsilons) {
+    let mut eps = Map::new();
+    if let Some(e) = e_pld {
+        eps.insert("pld".into(), num(e));
+    }
+    let mut out = Map::new();
+    if let Some(g) = g_rdp {
+        eps.insert("rdp".into(), num(g.epsilon));
+    }
+    out.insert("epsilon".into(), Value::Object(eps));
+    if let Some(g) = g_rdp {
+        out.insert("rdp_order".into(), num(g.order));
+    }
+    out.insert("delta".into(), json!(inp.delta));
+    out.insert("sampling_rate".into(), json!(inp.q));
+    out.insert("steps".into(), json!(inp.steps));
+    out.insert("sigma".into(), json!(sigma));
+    println!("{}", Value::Object(out));
+}
+
+/// Prints the `--sigma` result as a table, one row per accountant.
+fn print_epsilon_table(inp: &Inputs, sigma: f64, (e_pld, g_rdp): Epsilons) {
+    let (q, steps, delta) = (inp.q, inp.steps, inp.delta);
+    println!(
+        "Poisson-subsampled Gaussian: q = {q}, T = {steps}, sigma = {sigma}, delta = {delta:e}"
+    );
+    println!("{:<12} {:>12}  note", "accountant", "epsilon");
+    if let Some(e) = e_pld {
+        println!(
+            "{:<12} {:>12}  discretisation {:e}",
+            "pld",
+            fmt_num(e),
+            inp.discretisation
+        );
+    }
+    if let Some(g) = g_rdp {
+        println!(
+            "{:<12} {:>12}  optimal order {}",
+            "rdp",
+            fmt_num(g.epsilon),
+            g.order
+        );
+    }
+}
+
+/// The calibrated σ of each requested accountant with the ε it gives.
+struct Calibrated {
+    /// (σ, ε) under PLD.
+    pld: Option<(f64, f64)>,
+    /// (σ, guarantee) under RDP.
+    rdp: Option<(f64, RdpGuarantee)>,
+}
+
+/// The `--target-epsilon` mode: validates the target, calibrates σ under each requested
+/// accountant and prints it.
+fn sigma_for_target(inp: &Inputs, target: Option<f64>, json: bool) -> anyhow::Result<()> {
+    let target = target.unwrap_or(f64::NAN);
     if !(target.is_finite() && target > 0.0) {
         return Err(usage(format!(
             "invalid --target-epsilon {target}: expected a finite number > 0"
         )));
     }
-    let template = Mechanism::sampled_gaussian(q, 1.0, steps).map_err(classify)?;
-    let s_pld = if want_pld {
-        Some(calibrate_sigma(&pld, &[], &template, target, delta).map_err(classify)?)
+    let cal = calibrate(inp, target)?;
+    if json {
+        print_calibration_json(inp, target, &cal);
+    } else {
+        print_calibration_table(inp, target, &cal);
+    }
+    Ok(())
+}
+
+/// The smallest σ meeting `target` under each requested accountant (PLD, then RDP), then the
+/// ε each σ gives (in that order).
+fn calibrate(inp: &Inputs, target: f64) -> anyhow::Result<Calibrated> {
+    let delta = inp.delta;
+    let template = Mechanism::sampled_gaussian(inp.q, 1.0, inp.steps).map_err(classify)?;
+    let s_pld = if inp.want_pld {
+        Some(calibrate_sigma(&inp.pld, &[], &template, target, delta).map_err(classify)?)
     } else {
         None
     };
-    let s_rdp = if want_rdp {
-        Some(calibrate_sigma(&rdp, &[], &template, target, delta).map_err(classify)?)
+    let s_rdp = if inp.want_rdp {
+        Some(calibrate_sigma(&inp.rdp, &[], &template, target, delta).map_err(classify)?)
     } else {
         None
     };
     let e_pld = match s_pld {
         Some(s) => Some(
-            pld.epsilon(&[template.with_noise_multiplier(s)], delta)
+            inp.pld
+                .epsilon(&[template.with_noise_multiplier(s)], delta)
                 .map_err(classify)?,
         ),
         None => None,
     };
     let g_rdp = match s_rdp {
         Some(s) => Some(
-            rdp.epsilon(&[template.with_noise_multiplier(s)], delta)
+            inp.rdp
+                .epsilon(&[template.with_noise_multiplier(s)], delta)
                 .map_err(classify)?,
         ),
         None => None,
     };
-    if args.json {
-        let mut sig = Map::new();
-        let mut eps = Map::new();
-        if let (Some(s), Some(e)) = (s_pld, e_pld) {
-            sig.insert("pld".into(), json!(s));
-            eps.insert("pld".into(), num(e));
-        }
-        if let (Some(s), Some(g)) = (s_rdp, g_rdp) {
-            sig.insert("rdp".into(), json!(s));
-            eps.insert("rdp".into(), num(g.epsilon));
-        }
-        let mut out = Map::new();
-        out.insert("sigma".into(), Value::Object(sig));
-        out.insert("target_epsilon".into(), json!(target));
-        out.insert("epsilon".into(), Value::Object(eps));
-        if let Some(g) = g_rdp {
-            out.insert("rdp_order".into(), num(g.order));
-        }
-        out.insert("delta".into(), json!(delta));
-        out.insert("sampling_rate".into(), json!(q));
-        out.insert("steps".into(), json!(steps));
-        println!("{}", Value::Object(out));
-    } else {
-        println!(
-            "Noise for target epsilon = {target}: Poisson-subsampled Gaussian, q = {q}, T = {steps}, delta = {delta:e}"
-        );
-        println!(
-            "{:<12} {:>12} {:>12}  note",
-            "accountant", "sigma", "epsilon"
-        );
-        if let (Some(s), Some(e)) = (s_pld, e_pld) {
-            println!(
-                "{:<12} {:>12.6} {:>12}  discretisation {:e}",
-                "pld",
-                s,
-                fmt_num(e),
-                args.discretisation
-            );
-        }
-        if let (Some(s), Some(g)) = (s_rdp, g_rdp) {
-            println!(
-                "{:<12} {:>12.6} {:>12}  optimal order {}",
-                "rdp",
-                s,
-                fmt_num(g.epsilon),
-                g.order
-            );
-        }
+    Ok(Calibrated {
+        pld: s_pld.zip(e_pld),
+        rdp: s_rdp.zip(g_rdp),
+    })
+}
+
+/// Prints the `--target-epsilon` result as one JSON object.
+fn print_calibration_json(inp: &Inputs, target: f64, cal: &Calibrated) {
+    let mut sig = Map::new();
+    let mut eps = Map::new();
+    if let Some((s, e)) = cal.pld {
+        sig.insert("pld".into(), json!(s));
+        eps.insert("pld".into(), num(e));
     }
-    Ok(())
+    if let Some((s, g)) = cal.rdp {
+        sig.insert("rdp".into(), json!(s));
+        eps.insert("rdp".into(), num(g.epsilon));
+    }
+    let mut out = Map::new();
+    out.insert("sigma".into(), Value::Object(sig));
+    out.insert("target_epsilon".into(), json!(target));
+    out.insert("epsilon".into(), Value::Object(eps));
+    if let Some((_, g)) = cal.rdp {
+        out.insert("rdp_order".into(), num(g.order));
+    }
+    out.insert("delta".into(), json!(inp.delta));
+    out.insert("sampling_rate".into(), json!(inp.q));
+    out.insert("steps".into(), json!(inp.steps));
+    println!("{}", Value::Object(out));
+}
+
+/// Prints the `--target-epsilon` result as a table, one row per accountant.
+fn print_calibration_table(inp: &Inputs, target: f64, cal: &Calibrated) {
+    let (q, steps, delta) = (inp.q, inp.steps, inp.delta);
+    println!(
+        "Noise for target epsilon = {target}: Poisson-subsampled Gaussian, q = {q}, T = {steps}, delta = {delta:e}"
+    );
+    println!(
+        "{:<12} {:>12} {:>12}  note",
+        "accountant", "sigma", "epsilon"
+    );
+    if let Some((s, e)) = cal.pld {
+        println!(
+            "{:<12} {:>12.6} {:>12}  discretisation {:e}",
+            "pld",
+            s,
+            fmt_num(e),
+            inp.discretisation
+        );
+    }
+    if let Some((s, g)) = cal.rdp {
+        println!(
+            "{:<12} {:>12.6} {:>12}  optimal order {}",
+            "rdp",
+            s,
+            fmt_num(g.epsilon),
+            g.order
+        );
+    }
 }

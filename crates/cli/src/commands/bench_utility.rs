@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use dpselft_bench::{Method, MethodsFile, UtilityBench, run_grid};
 use dpselft_selft::Progress;
-use dpselft_selft::bench::{MethodsFile, UtilityBench, run_grid};
 use dpselft_selft::pipeline::{ResolvedPaths, Scale};
 
 use super::UsageError;
@@ -24,7 +24,7 @@ pub struct UtilityArgs {
         value_delimiter = ',',
         default_value = "dp-selft,full,lora,bitfit,last-k,random-k,non-private"
     )]
-    pub methods: Vec<String>,
+    pub methods: Vec<Method>,
     /// Target ε values, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,3,8")]
     pub epsilons: Vec<f64>,

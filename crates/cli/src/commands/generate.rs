@@ -46,10 +46,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let path = resolve_model(&args.model, args.assets.as_deref())?;
     let model =
         Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
-    if !model.is_decoder() {
+    if !model.has_lm_head() {
         return Err(UsageError(format!(
-            "--model {}: generation needs a causal LM (Llama family), this is an encoder",
-            args.model
+            "--model {}: generation needs a causal LM; the {} family has no LM head",
+            args.model,
+            model.family()
         ))
         .into());
     }

@@ -2,11 +2,11 @@
 //! implementations; `dpselft inspect grad-norms`: the unclipped per-example gradient norms and
 //! losses the DP engine sees, for choosing a clip norm.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle_core::Device;
-use dpselft_data::{LabelRequirement, LoadOptions, load_dataset};
+use dpselft_data::{Dataset, LabelRequirement, LoadOptions, load_dataset};
 use dpselft_dp::{EncodedSet, HeadChoice, Task, per_example_grad_norms, prepare_model};
 use dpselft_model::TrainableSpec;
 use dpselft_model::generate::{inspect_encoder, inspect_lm};
@@ -95,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let path = resolve_model(spec, args.assets.as_deref())?;
     let model =
         Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
-    if model.is_decoder() {
+    if model.has_lm_head() {
         let report = inspect_lm(&model, text)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
@@ -139,6 +139,24 @@ fn usage(msg: String) -> anyhow::Error {
 /// from --seed unless the model has one) and the trainable set applied, the first N examples
 /// tokenized as for training, then [`per_example_grad_norms`].
 pub fn grad_norms(args: GradNormsArgs) -> anyhow::Result<()> {
+    let (spec, task) = check_grad_norms_args(&args)?;
+    let (path, mut model) = load_model_dir(&args.model, args.assets.as_deref())?;
+    let (data, head) = first_examples(&args, &model, task)?;
+    prepare_model(&mut model, task, head, &spec, args.seed)
+        .with_context(|| format!("setting up {} for --task {task}", path.display()))?;
+    let set = EncodedSet::new(&model, &data, task, args.max_seq_len)?;
+    let indices: Vec<usize> = (0..set.len()).collect();
+    let (norms, losses) = per_example_grad_norms(&model, &set, &indices, args.max_tokens)?;
+
+    if args.json {
+        return print_grad_norms_json(&norms, &losses);
+    }
+    print_grad_norms_table(&path, task, &args.trainable, &set.lengths, &norms, &losses);
+    Ok(())
+}
+
+/// Checks the numeric options and parses the trainable set and the task.
+fn check_grad_norms_args(args: &GradNormsArgs) -> anyhow::Result<(TrainableSpec, Task)> {
     if args.num == 0 {
         return Err(usage("--num 0: inspect at least one example".into()));
     }
@@ -152,13 +170,29 @@ pub fn grad_norms(args: GradNormsArgs) -> anyhow::Result<()> {
         TaskArg::Classify => Task::Classify,
         TaskArg::Lm => Task::Lm,
     };
-    let mut path = resolve_model(&args.model, args.assets.as_deref())?;
+    Ok((spec, task))
+}
+
+/// Resolves and loads the model (the `model/` folder of a `dpselft train` run folder if there
+/// is one); returns the folder loaded with the model.
+fn load_model_dir(model: &str, assets: Option<&Path>) -> anyhow::Result<(PathBuf, Model)> {
+    let mut path = resolve_model(model, assets)?;
     if path.join("model").join("config.json").exists() {
         path = path.join("model");
     }
-    let mut model =
+    let model =
         Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
+    Ok((path, model))
+}
 
+/// Loads the data (labels required for classification, checked against an existing
+/// classifier's), keeps its first --num examples, and picks the head: the model's classifier if
+/// it has one, else a new one over the data's labels.
+fn first_examples(
+    args: &GradNormsArgs,
+    model: &Model,
+    task: Task,
+) -> anyhow::Result<(Dataset, HeadChoice)> {
     let existing_labels = match &model.head {
         Head::Classifier { labels, .. } if task == Task::Classify => Some(labels.clone()),
         _ => None,
@@ -188,36 +222,41 @@ pub fn grad_norms(args: GradNormsArgs) -> anyhow::Result<()> {
         Some(_) => HeadChoice::Existing,
         None => HeadChoice::New(data.labels.clone()),
     };
-    prepare_model(&mut model, task, head, &spec, args.seed)
-        .with_context(|| format!("setting up {} for --task {task}", path.display()))?;
-    let set = EncodedSet::new(&model, &data, task, args.max_seq_len)?;
-    let indices: Vec<usize> = (0..set.len()).collect();
-    let (norms, losses) = per_example_grad_norms(&model, &set, &indices, args.max_tokens)?;
+    Ok((data, head))
+}
 
-    if args.json {
-        #[derive(serde::Serialize)]
-        struct Report<'a> {
-            norms: &'a [f64],
-            losses: &'a [f64],
-        }
-        let report = Report {
-            norms: &norms,
-            losses: &losses,
-        };
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
+/// Prints `{"norms": [...], "losses": [...]}`.
+fn print_grad_norms_json(norms: &[f64], losses: &[f64]) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        norms: &'a [f64],
+        losses: &'a [f64],
     }
+    let report = Report { norms, losses };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Prints one row per example (tokens, loss, norm), then the norms' min, median, p90 and max.
+fn print_grad_norms_table(
+    path: &Path,
+    task: Task,
+    trainable: &str,
+    lengths: &[usize],
+    norms: &[f64],
+    losses: &[f64],
+) {
     println!("model      {}", path.display());
-    println!("task       {task}, trainable {}", args.trainable);
+    println!("task       {task}, trainable {trainable}");
     println!("example  tokens        loss   grad norm (unclipped)");
-    for (i, (norm, loss)) in norms.iter().zip(&losses).enumerate() {
+    for (i, (norm, loss)) in norms.iter().zip(losses).enumerate() {
         println!(
             "{:>7}  {:>6}  {loss:>10.5}  {norm:>12.6}",
             i + 1,
-            set.lengths[i]
+            lengths[i]
         );
     }
-    let mut sorted = norms.clone();
+    let mut sorted = norms.to_vec();
     sorted.sort_by(f64::total_cmp);
     let q =
         |p: f64| sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)];
@@ -228,5 +267,4 @@ pub fn grad_norms(args: GradNormsArgs) -> anyhow::Result<()> {
         q(0.9),
         q(1.0)
     );
-    Ok(())
 }

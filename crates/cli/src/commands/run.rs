@@ -136,7 +136,18 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
     if args.seed.is_some() {
         r.seed = args.seed;
     }
-    set(&mut c.synth.num_samples, args.num_synthetic);
+    match c.synth.generator_mut() {
+        Some(g) => set(&mut g.num_samples, args.num_synthetic),
+        None if args.num_synthetic.is_some() => {
+            return Err(UsageError(
+                "--num-synthetic sets the DP generator's sample count; this configuration's \
+                 synthesizer has none"
+                    .into(),
+            )
+            .into());
+        }
+        None => {}
+    }
     let s = &mut c.select;
     if let Some(v) = &args.candidates {
         s.candidates = v

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use dpselft_selft::bench::{MethodsFile, UtilityBench};
+use dpselft_bench::{MethodsFile, UtilityBench};
 use dpselft_selft::pipeline::{ResolvedPaths, Scale};
 use dpselft_testkit::{
     save_random_model, tiny_bert_config, tiny_llama_config, write_colour_animal_jsonl,
@@ -123,7 +123,7 @@ pub fn grid_bench(root: &Path, methods: &[&str], epsilons: &[f64]) -> UtilityBen
         },
         model_name: "target".into(),
         generator_name: "generator".into(),
-        methods: methods.iter().map(|m| m.to_string()).collect(),
+        methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
         epsilons: epsilons.to_vec(),
         seeds: 1,
         scale: Scale::Small,

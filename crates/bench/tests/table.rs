@@ -2,12 +2,13 @@
 //! computed by hand, the best private mean per column in bold (never the non-private one), the
 //! macro-F1 table, one row per cell of the grid and none for results outside it.
 
-use dpselft_selft::bench::{CellResult, table_markdown};
+use dpselft_bench::CellResult;
+use dpselft_bench::table::table_markdown;
 
 fn cell(method: &str, epsilon: Option<f64>, seed: u64, accuracy: f64, macro_f1: f64) -> CellResult {
     CellResult {
         task: "toy".into(),
-        method: method.into(),
+        method: method.parse().unwrap(),
         epsilon,
         seed,
         accuracy,
@@ -31,7 +32,10 @@ fn table() -> String {
         cell("c", Some(1.0), 0, 0.99, 0.99),
         cell("a", Some(8.0), 0, 0.98, 0.98),
     ];
-    let methods: Vec<String> = ["a", "b", "np"].iter().map(|m| m.to_string()).collect();
+    let methods: Vec<_> = ["a", "b", "np"]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
     table_markdown(&methods, &[1.0, 3.0], &results, Some(0.25))
 }
 

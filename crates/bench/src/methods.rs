@@ -1,0 +1,172 @@
+//! `bench/methods.toml` and the methods of the grid: settings shared by every method, each
+//! method's own, and [`Method`], a method name parsed once into what it means.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use dpselft_model::TrainableSpec;
+use dpselft_selft::Perturbation;
+use dpselft_selft::error::{Result, SelftError, io_err};
+use serde::{Deserialize, Serialize};
+
+/// `bench/methods.toml`: settings shared by every method, and each method's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodsFile {
+    /// Shared by every method (the same data, batch, epochs and clip norm for all).
+    pub defaults: MethodDefaults,
+    /// Per method (keyed by its name, parsed once into a [`Method`]).
+    pub methods: BTreeMap<Method, MethodSettings>,
+}
+
+/// Settings every method shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodDefaults {
+    /// Expected batch size B.
+    pub batch_size: usize,
+    /// Epochs.
+    pub epochs: f64,
+    /// Clip norm C.
+    pub clip: f64,
+    /// Tokens per example.
+    pub max_seq_len: usize,
+    /// δ.
+    pub delta: f64,
+}
+
+/// One method's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSettings {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// The trainable set (baselines); dp-selft methods choose their own.
+    #[serde(default)]
+    pub trainable: Option<TrainableSpec>,
+    /// Train K blocks drawn at random (seeded by the cell's seed) and the head.
+    #[serde(default)]
+    pub random_k: Option<usize>,
+}
+
+impl MethodsFile {
+    /// Reads and checks a methods file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+        let file: Self = toml::from_str(&text).map_err(|e| SelftError::Format {
+            path: path.to_path_buf(),
+            message: format!("not a methods file: {e}"),
+        })?;
+        for (method, m) in &file.methods {
+            let needs_set = matches!(method.kind(), MethodKind::Baseline | MethodKind::NonPrivate);
+            if needs_set && m.trainable.is_none() && m.random_k.is_none() {
+                return Err(SelftError::Format {
+                    path: path.to_path_buf(),
+                    message: format!("method `{method}` needs `trainable` or `random_k`"),
+                });
+            }
+        }
+        Ok(file)
+    }
+
+    /// The settings of `method`, or an error naming the methods the file has.
+    pub fn settings(&self, method: &Method) -> Result<&MethodSettings> {
+        self.methods.get(method).ok_or_else(|| {
+            let names: Vec<String> = self.methods.keys().map(ToString::to_string).collect();
+            SelftError::Config(format!(
+                "method `{method}` is not in the methods file (it has: {})",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+/// What kind of run a method is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodKind {
+    /// `dp-selft` or `dp-selft:perturb=<regime>`.
+    Selft(Perturbation),
+    /// DP fine-tuning of a fixed trainable set.
+    Baseline,
+    /// `non-private`: no clipping, no noise (ε = ∞).
+    NonPrivate,
+}
+
+/// A method of the grid: its name (a section of the methods file, a column of the tables) and
+/// what the name means, parsed once. Prints and serialises as its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Method {
+    name: String,
+    kind: MethodKind,
+}
+
+impl Method {
+    /// The method's kind.
+    pub fn kind(&self) -> MethodKind {
+        self.kind
+    }
+
+    /// The method's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl FromStr for Method {
+    type Err = SelftError;
+
+    /// `dp-selft`, `dp-selft:perturb=worst-case|gaussian|none`, `non-private`, or any other name
+    /// (a baseline with a fixed trainable set).
+    fn from_str(name: &str) -> Result<Self> {
+        let kind = match name {
+            "dp-selft" => MethodKind::Selft(Perturbation::WorstCase),
+            "non-private" => MethodKind::NonPrivate,
+            _ => match name.strip_prefix("dp-selft:perturb=") {
+                Some(p) => MethodKind::Selft(p.parse()?),
+                None if name.starts_with("dp-selft") => {
+                    return Err(SelftError::Config(format!(
+                        "method `{name}`: expected dp-selft or \
+                         dp-selft:perturb=worst-case|gaussian|none"
+                    )));
+                }
+                None => MethodKind::Baseline,
+            },
+        };
+        Ok(Self {
+            name: name.to_string(),
+            kind,
+        })
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl PartialOrd for Method {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Method {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,224 @@
+//! A run's configuration (`config.toml`): the run as a whole and one section per stage, the
+//! preset scales, and the checks the stages do not make themselves.
+
+use std::path::{Path, PathBuf};
+
+use dpselft_dp::{OptimizerKind, PrivacyTarget, Task};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SelftError, io_err};
+use crate::select::{Candidates, Perturbation};
+use crate::synth::SynthSection;
+
+/// A whole run's configuration (`config.toml`): four sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// What to train, on what, for which budget.
+    pub run: RunSection,
+    /// Stage 1: which synthesizer, with its settings.
+    pub synth: SynthSection,
+    /// Stage 2.
+    pub select: SelectSection,
+    /// Stage 3.
+    pub train: TrainSection,
+}
+
+/// The run as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Classification or language modelling.
+    pub task: Task,
+    /// The target model: an asset id (`minilm`) or a model path.
+    pub model: String,
+    /// The generator of the synthetic stage: an asset id (`smollm2`) or a path.
+    pub generator: String,
+    /// The private training split (JSONL, CSV or folder).
+    pub train_data: PathBuf,
+    /// The held-out test split (never used for any decision; evaluated once at the end).
+    pub test_data: Option<PathBuf>,
+    /// Target ε of the whole run.
+    pub epsilon: f64,
+    /// Target δ of the whole run.
+    pub delta: f64,
+    /// Share of ε for the synthetic stage (its mechanisms alone spend this much).
+    pub synth_fraction: f64,
+    /// Use a seeded random subset of this many training examples (the default scale's speed).
+    pub train_limit: Option<usize>,
+    /// Evaluate on a seeded random subset of this many test examples.
+    pub test_limit: Option<usize>,
+    /// Seed for a reproducible run (noise included; the ledger says so). `None`: the OS.
+    pub seed: Option<u64>,
+    /// Seed of the data subsets (`train_limit`, `test_limit`); public randomness, independent of
+    /// `seed` so that runs with different seeds see the same subsets.
+    pub subset_seed: u64,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            task: Task::Classify,
+            model: "minilm".into(),
+            generator: "smollm2".into(),
+            train_data: PathBuf::from("data/brown-genre/train.jsonl"),
+            test_data: Some(PathBuf::from("data/brown-genre/test.jsonl")),
+            epsilon: 3.0,
+            delta: 1e-5,
+            synth_fraction: 0.2,
+            train_limit: Some(1500),
+            test_limit: Some(1000),
+            seed: None,
+            subset_seed: 0,
+        }
+    }
+}
+
+/// Stage 2's own settings (the rest comes from stage 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectSection {
+    /// `singles`, `windows:K` or `greedy:K`.
+    pub candidates: Candidates,
+    /// `worst-case`, `gaussian` or `none`.
+    pub perturbation: Perturbation,
+    /// Steps τ per candidate.
+    pub steps: u64,
+    /// Examples per selection step.
+    pub batch_size: usize,
+    /// Radius scale κ.
+    pub kappa: f64,
+    /// Runs per candidate.
+    pub seeds: usize,
+    /// Tokens per synthetic example (they are short; this bounds the stage's cost).
+    pub max_seq_len: usize,
+}
+
+impl Default for SelectSection {
+    fn default() -> Self {
+        Self {
+            candidates: Candidates::Greedy(2),
+            perturbation: Perturbation::WorstCase,
+            steps: 4,
+            batch_size: 16,
+            kappa: 1.0,
+            seeds: 1,
+            max_seq_len: 64,
+        }
+    }
+}
+
+/// Stage 3: DP fine-tuning of the chosen blocks and the head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Expected logical batch size B.
+    pub batch_size: usize,
+    /// Clip norm C.
+    pub clip: f64,
+    /// Peak learning rate η.
+    pub lr: f64,
+    /// Epochs (T = ⌈epochs·n/B⌉ steps).
+    pub epochs: f64,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// Tokens per example.
+    pub max_seq_len: usize,
+    /// Padded tokens per physical micro-batch.
+    pub max_tokens: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 128,
+            clip: 1.0,
+            lr: 5e-3,
+            epochs: 3.0,
+            optimizer: OptimizerKind::default(),
+            max_seq_len: 128,
+            max_tokens: 8192,
+        }
+    }
+}
+
+/// The preset scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Minutes on two CPU cores: subsets of the data, short stages.
+    Small,
+    /// All the data and paper-like settings.
+    Full,
+}
+
+impl RunSection {
+    /// The run's privacy target (ε, δ).
+    pub fn privacy(&self) -> PrivacyTarget {
+        PrivacyTarget::Private {
+            epsilon: self.epsilon,
+            delta: self.delta,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The configuration of a scale (the defaults are [`Scale::Small`]).
+    pub fn preset(scale: Scale) -> Self {
+        let mut c = Self::default();
+        if scale == Scale::Full {
+            c.run.train_limit = None;
+            c.run.test_limit = None;
+            if let Some(g) = c.synth.generator_mut() {
+                g.num_samples = 2000;
+                g.steps = 40;
+                g.batch_size = 64;
+            }
+            c.select.candidates = Candidates::Greedy(3);
+            c.select.steps = 20;
+            c.select.batch_size = 64;
+            c.select.max_seq_len = 128;
+            c.train.batch_size = 512;
+            c.train.epochs = 5.0;
+        }
+        c
+    }
+
+    /// Reads a `config.toml`; missing keys keep their defaults.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+        toml::from_str(&text).map_err(|e| SelftError::Format {
+            path: path.to_path_buf(),
+            message: format!("not a dpselft run configuration: {e}"),
+        })
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| SelftError::Config(format!("serialising the configuration: {e}")))
+    }
+
+    /// Checks the values the stages do not check themselves.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.run;
+        if !(r.epsilon.is_finite() && r.epsilon > 0.0) {
+            return Err(SelftError::Config(format!(
+                "run.epsilon {} must be > 0",
+                r.epsilon
+            )));
+        }
+        if !(r.delta > 0.0 && r.delta < 1.0) {
+            return Err(SelftError::Config(format!(
+                "run.delta {} must be in (0, 1)",
+                r.delta
+            )));
+        }
+        if !(r.synth_fraction > 0.0 && r.synth_fraction < 1.0) {
+            return Err(SelftError::Config(format!(
+                "run.synth_fraction {} must be in (0, 1)",
+                r.synth_fraction
+            )));
+        }
+        self.synth.synthesizer().validate()
+    }
+}

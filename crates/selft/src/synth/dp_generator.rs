@@ -1,0 +1,372 @@
+//! The DP-tuned generator (docs/design.md, §2 (a) and (b)), the default synthesizer:
+//!
+//! 1. **Label histogram** (classification, [`super::noisy_histogram`]): σ_h is calibrated so that
+//!    the histogram alone would spend `histogram_share` of the stage's ε.
+//! 2. **Generator**: a causal LM is DP-fine-tuned ([`DpTrainer`]) on `"<label>\n<text>"` with the
+//!    loss on the text only, for a fixed number of Poisson-sampled steps; its σ is calibrated so
+//!    that histogram and generator *together* meet the stage's ε (composition through the
+//!    shared ledger).
+//! 3. **Sampling** (post-processing): N_syn texts, label-conditioned in the proportions of the
+//!    noisy histogram, batched and KV-cached; empty, too-short and duplicate texts are dropped;
+//!    the rest is split 80/20 into S_train and S_val with a seeded shuffle.
+//!
+//! For language-modelling tasks the prompt is empty and there is no histogram.
+
+use std::path::Path;
+use std::time::Instant;
+
+use dpselft_data::Dataset;
+use dpselft_dp::{
+    DpTrainer, Duration, EncodedSet, NoiseRng, OptimizerKind, PrivacyTarget, Start, Task,
+    TrainConfig, TrainData, TrainPlan, TrainerOptions,
+};
+use dpselft_model::generate::{SampleParams, generate_ids};
+use dpselft_model::{Model, TrainableSpec};
+use dpselft_privacy::Stage;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Provenance, StageBudget, SynthInputs, SynthReport, Synthesizer, apportion, finish,
+    label_prompt, noisy_histogram,
+};
+use crate::Progress;
+use crate::data::{PrivateData, SyntheticData};
+use crate::error::{Result, SelftError};
+
+/// Settings of the DP-tuned generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// Synthetic texts to sample (before filtering), N_syn.
+    pub num_samples: usize,
+    /// The generator's trainable set.
+    pub trainable: TrainableSpec,
+    /// DP fine-tuning steps of the generator.
+    pub steps: u64,
+    /// Expected logical batch size of the generator's training.
+    pub batch_size: usize,
+    /// Clip norm of the generator's training.
+    pub clip: f64,
+    /// Peak learning rate of the generator's training (AdamW).
+    pub lr: f64,
+    /// Tokens per training example (prompt + text).
+    pub max_seq_len: usize,
+    /// Tokens generated per synthetic text at most.
+    pub max_new_tokens: usize,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Nucleus mass.
+    pub top_p: f64,
+    /// Prompts per generation batch.
+    pub generation_batch: usize,
+    /// Share of the stage's ε the histogram alone would spend (sets σ_h).
+    pub histogram_share: f64,
+    /// Texts shorter than this many characters are dropped.
+    pub min_chars: usize,
+    /// Fraction of the kept texts that go to S_val.
+    pub val_fraction: f64,
+    /// Padded tokens per physical micro-batch of the generator's training.
+    pub max_tokens: usize,
+}
+
+impl Default for GeneratorConfig {
+    /// The small default: minutes on two CPU cores with SmolLM2-135M.
+    fn default() -> Self {
+        Self {
+            num_samples: 320,
+            trainable: TrainableSpec::parse("last:2").expect("a valid built-in spec"),
+            steps: 6,
+            batch_size: 24,
+            clip: 1.0,
+            lr: 1e-3,
+            max_seq_len: 64,
+            max_new_tokens: 48,
+            temperature: 0.7,
+            top_p: 0.9,
+            generation_batch: 48,
+            histogram_share: 0.2,
+            min_chars: 40,
+            val_fraction: 0.2,
+            max_tokens: 2048,
+        }
+    }
+}
+
+impl GeneratorConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(SelftError::Config(format!("synth: {m}")));
+        if self.num_samples < 2 {
+            return bad(format!(
+                "num_samples {} must be at least 2",
+                self.num_samples
+            ));
+        }
+        if !(self.histogram_share > 0.0 && self.histogram_share < 1.0) {
+            return bad(format!(
+                "histogram_share {} must be in (0, 1)",
+                self.histogram_share
+            ));
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return bad(format!(
+                "val_fraction {} must be in (0, 1)",
+                self.val_fraction
+            ));
+        }
+        if self.generation_batch == 0 || self.max_new_tokens == 0 || self.steps == 0 {
+            return bad("generation_batch, max_new_tokens and steps must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The DP-tuned generator as a [`Synthesizer`].
+pub struct DpGenerator<'a> {
+    /// Its settings.
+    pub config: &'a GeneratorConfig,
+}
+
+impl Synthesizer for DpGenerator<'_> {
+    fn name(&self) -> &'static str {
+        "dp-generator"
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.config.validate()
+    }
+
+    /// Privacy: the private data are read only by the histogram (Gaussian mechanism, recorded in
+    /// the ledger before its result is used) and by the generator's DP-SGD steps (recorded by
+    /// the trainer before they run); everything after is post-processing.
+    fn synthesize(
+        &self,
+        private: &PrivateData,
+        inputs: SynthInputs<'_>,
+        budget: StageBudget,
+        progress: &mut dyn Progress,
+    ) -> Result<(SyntheticData, SynthReport)> {
+        run(self.config, private, inputs, budget, progress)
+    }
+}
+
+/// The three steps of the module documentation.
+fn run(
+    config: &GeneratorConfig,
+    private: &PrivateData,
+    inputs: SynthInputs<'_>,
+    budget: StageBudget,
+    progress: &mut dyn Progress,
+) -> Result<(SyntheticData, SynthReport)> {
+    let stage_started = Instant::now();
+    let data = private.dataset();
+    let labelled = inputs.task == Task::Classify;
+    let mut root_rng = match inputs.seed {
+        Some(s) => NoiseRng::from_seed(s ^ 0x5e1f_7a11),
+        None => NoiseRng::from_os_rng()?,
+    };
+
+    // 1. The label histogram.
+    let (histogram_sigma, noisy_counts) = if labelled {
+        let share = config.histogram_share;
+        let (sigma, noisy) = noisy_histogram(data, share, budget, inputs.ledger, &mut root_rng)?;
+        (Some(sigma), noisy)
+    } else {
+        (None, Vec::new())
+    };
+
+    // 2. The generator's DP fine-tuning.
+    progress.message("synth: DP fine-tuning the generator");
+    let started = Instant::now();
+    let shared = (inputs.ledger, inputs.work_dir, inputs.seed);
+    let (generator, plan) = train_generator(
+        config,
+        data,
+        labelled,
+        inputs.generator,
+        shared,
+        budget,
+        progress,
+    )?;
+    let train_s = started.elapsed().as_secs_f64();
+
+    // 3. Sampling (post-processing from here on).
+    let started = Instant::now();
+    let (label_names, per_label) = sampling_plan(labelled, data, &noisy_counts, config);
+    let mut sample_seed = root_rng.split();
+    let texts = sample_texts(
+        &generator,
+        &label_names,
+        &per_label,
+        config,
+        &mut sample_seed,
+        progress,
+    )?;
+    let generate_s = started.elapsed().as_secs_f64();
+    let finished = finish(
+        texts,
+        &label_names,
+        (config.min_chars, config.val_fraction),
+        &mut sample_seed,
+        Provenance {
+            ledger: inputs.ledger,
+            generator: inputs.generator_name,
+            delta: budget.delta,
+            private_examples: data.len(),
+        },
+    )?;
+    let report = SynthReport {
+        epsilon_target: budget.epsilon,
+        epsilon_spent: finished.epsilon_spent,
+        histogram_sigma,
+        noisy_counts,
+        samples_per_label: per_label,
+        generator_sigma: plan.noise_multiplier,
+        generator_sampling_rate: plan.sampling_rate,
+        train_s,
+        generate_s,
+        wall_s: stage_started.elapsed().as_secs_f64(),
+        val_examples: finished.data.val().len(),
+        examples: finished.examples,
+    };
+    Ok((finished.data, report))
+}
+
+/// The labels to prompt with and how many texts to sample for each: in proportion to the noisy
+/// counts, or all of them for the one empty prompt of an LM task.
+fn sampling_plan(
+    labelled: bool,
+    data: &Dataset,
+    noisy_counts: &[f64],
+    config: &GeneratorConfig,
+) -> (Vec<String>, Vec<usize>) {
+    if labelled {
+        let per_label = apportion(noisy_counts, config.num_samples);
+        (data.labels.clone(), per_label)
+    } else {
+        (Vec::new(), vec![config.num_samples])
+    }
+}
+
+/// Step 2: DP fine-tuning of the generator on `"<label>\n<text>"` (the loss on the text only),
+/// through the run's shared ledger.
+/// `(ledger, work_dir, seed)`: the run's ledger, the folder for the training files and the
+/// noise seed, as in [`SynthInputs`].
+fn train_generator(
+    config: &GeneratorConfig,
+    data: &Dataset,
+    labelled: bool,
+    generator: Model,
+    (ledger, work_dir, seed): (&Path, &Path, Option<u64>),
+    budget: StageBudget,
+    progress: &mut dyn Progress,
+) -> Result<(Model, TrainPlan)> {
+    let pairs: Vec<(String, String)> = data
+        .examples
+        .iter()
+        .map(|e| {
+            let prompt = match data.label_name(e) {
+                Some(l) if labelled => label_prompt(l),
+                _ => String::new(),
+            };
+            (prompt, e.text.clone())
+        })
+        .collect();
+    let encoded = EncodedSet::lm_with_prompts(&generator, &pairs, config.max_seq_len)?;
+    let train_config = TrainConfig {
+        task: Task::Lm,
+        trainable: config.trainable.clone(),
+        duration: Duration::Steps(config.steps),
+        batch_size: config.batch_size.min(data.len()),
+        clip: config.clip,
+        automatic_clip_gamma: None,
+        lr: config.lr,
+        optimizer: OptimizerKind::default(),
+        warmup_steps: 0,
+        privacy: PrivacyTarget::Private {
+            epsilon: budget.epsilon,
+            delta: budget.delta,
+        },
+        max_tokens: config.max_tokens,
+        max_seq_len: config.max_seq_len,
+        eval_every: None,
+        log_every: 1,
+        checkpoint_every: None,
+        seed,
+        init_seed: 0,
+    };
+    let options = TrainerOptions {
+        shared_ledger: Some(ledger.to_path_buf()),
+        stage: Stage::SynthGenerator,
+        prefix_cache: false,
+    };
+    let mut trainer = DpTrainer::new_with(
+        train_config,
+        generator,
+        TrainData::Encoded(&encoded),
+        None,
+        work_dir,
+        Start::Fresh,
+        &options,
+    )?;
+    let plan = trainer.plan().clone();
+    trainer.run(progress)?;
+    Ok((trainer.into_model(), plan))
+}
+
+/// Step 3: samples `per_label[l]` texts for each label (one text for an LM task's empty prompt
+/// per count), in batches. Returns (label index or None, text).
+fn sample_texts(
+    generator: &Model,
+    labels: &[String],
+    per_label: &[usize],
+    config: &GeneratorConfig,
+    rng: &mut NoiseRng,
+    progress: &mut dyn Progress,
+) -> Result<Vec<(Option<usize>, String)>> {
+    let tok = generator.tokenizer()?;
+    let mut prompts: Vec<(Option<usize>, Vec<u32>)> = Vec::new();
+    for (l, &n) in per_label.iter().enumerate() {
+        let (label, ids) = match labels.get(l) {
+            Some(name) => (
+                Some(l),
+                dpselft_model::tokenizer::encode(tok, &label_prompt(name), false)?,
+            ),
+            None => (None, Vec::new()),
+        };
+        prompts.extend(std::iter::repeat_n((label, ids), n));
+    }
+    // Prompt and continuation must fit the generator's position table.
+    let longest = prompts
+        .iter()
+        .map(|(_, p)| p.len().max(1))
+        .max()
+        .unwrap_or(1);
+    let room = generator.config.max_positions().saturating_sub(longest);
+    if room == 0 {
+        return Err(SelftError::Config(format!(
+            "the generator takes {} positions; the longest label prompt already has {longest}",
+            generator.config.max_positions()
+        )));
+    }
+    let max_new_tokens = config.max_new_tokens.min(room);
+    progress.stage("synth: sampling texts", prompts.len() as u64);
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(config.generation_batch) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| p.clone()).collect();
+        let params = SampleParams {
+            max_new_tokens,
+            temperature: config.temperature,
+            top_p: config.top_p,
+            seed: (rng.uniform_f64() * u64::MAX as f64) as u64,
+        };
+        let generated = generate_ids(generator, &ids, &params)?;
+        for ((label, _), new) in chunk.iter().zip(generated) {
+            let text = dpselft_model::tokenizer::decode(tok, &new, true)?;
+            out.push((*label, text));
+        }
+        progress.advance(chunk.len() as u64);
+    }
+    progress.finish();
+    Ok(out)
+}
