@@ -153,3 +153,36 @@ fn the_utility_grid_runs_each_cell_once_and_resumes() {
             .contains("<polyline")
     );
 }
+
+/// Every input is checked before the first mechanism: a test split with a label the training
+/// split lacks fails with no ledger written (nothing spent), and the same folder can then be
+/// used once the file is fixed.
+#[test]
+fn a_bad_test_split_fails_before_anything_is_spent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = setup(tmp.path());
+    let test = tmp.path().join("test.jsonl");
+    let good = std::fs::read_to_string(&test).unwrap();
+    std::fs::write(
+        &test,
+        format!("{good}{{\"text\": \"a fern\", \"label\": \"plant\"}}\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let mut argv = vec!["run"];
+    argv.extend(args.iter().map(String::as_str));
+    let failed = dpselft(&argv);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains("plant") && stderr.contains("test.jsonl"),
+        "{stderr}"
+    );
+    assert!(
+        !out.join("ledger.json").exists(),
+        "privacy was spent: a ledger exists"
+    );
+    std::fs::write(&test, good).unwrap();
+    ok(&dpselft(&argv));
+}

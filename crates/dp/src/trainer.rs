@@ -76,6 +76,9 @@ pub struct DpTrainer {
     epsilon_so_far: Option<f64>,
     last_eval: Option<EvalMetrics>,
     prefix: Option<PrefixCache>,
+    /// The run folder's exclusive lock, held for the trainer's life: no second process can run
+    /// or resume this run (and append to its ledger) at the same time.
+    _lock: dpselft_fsio::FolderLock,
 }
 
 impl DpTrainer {
@@ -118,6 +121,7 @@ impl DpTrainer {
         options: &TrainerOptions,
     ) -> Result<Self> {
         config.validate()?;
+        let lock = lock_run_dir(run_dir)?;
         let head = match train {
             TrainData::Dataset(d) => HeadChoice::New(d.labels.clone()),
             TrainData::Encoded(_) => HeadChoice::New(Vec::new()),
@@ -173,6 +177,7 @@ impl DpTrainer {
             epsilon_so_far: None,
             last_eval: None,
             prefix,
+            _lock: lock,
         };
         match start {
             Start::Fresh => trainer.start_fresh()?,
@@ -460,6 +465,15 @@ impl DpTrainer {
         };
         save_checkpoint(&self.run_dir, &state, &params, &opt)
     }
+}
+
+/// Takes the run folder's exclusive lock (creating the folder): a second process on the same
+/// folder gets an error naming the holder's pid.
+pub(crate) fn lock_run_dir(run_dir: &Path) -> Result<dpselft_fsio::FolderLock> {
+    dpselft_fsio::lock_folder(run_dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => DpError::State(e.to_string()),
+        _ => io_err(run_dir, e),
+    })
 }
 
 /// The run's side of the ledger (`None` for non-private runs).

@@ -1,6 +1,11 @@
 //! Atomic file writes, shared by every dpselft crate that writes a file a user or a later run
 //! relies on (datasets, ledgers, checkpoints, models, tokenizers): a reader sees either the old
-//! file or the complete new one, never a half-written one.
+//! file or the complete new one, never a half-written one. And folder locks ([`lock_folder`]):
+//! one process per run folder, so that no two processes append to one ledger.
+
+mod lock;
+
+pub use lock::{FolderLock, LOCK_FILE, lock_folder};
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;

@@ -99,19 +99,43 @@ pub fn run(
     out: &Path,
     progress: &mut dyn Progress,
 ) -> Result<RunMetrics> {
+    let _lock = lock_out(out)?;
     let started = Instant::now();
-    let private = run_synth(config, paths, out, progress)?;
-    run_select(out, paths, progress)?;
-    let mut metrics = run_train(out, paths, &private, progress)?;
+    let private = synth_stage(config, paths, out, progress)?;
+    select_stage(out, paths, progress)?;
+    let mut metrics = train_stage(out, paths, &private, progress)?;
     metrics.wall_s = started.elapsed().as_secs_f64();
     crate::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 
+/// Takes the run folder's exclusive lock for the whole call: one process per run folder, so that
+/// no two processes append to its ledger.
+fn lock_out(out: &Path) -> Result<dpselft_fsio::FolderLock> {
+    dpselft_fsio::lock_folder(out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => SelftError::Config(e.to_string()),
+        _ => io_err(out, e),
+    })
+}
+
 /// Stage 1 into a new run folder `out`: writes `config.toml`, creates `ledger.json`, runs the
 /// synthetic stage, writes `synthetic/` and `synth.json`. Returns the private split (for
 /// [`run_train`]).
+///
+/// Before the ledger exists, everything that can be checked is: the configuration, both data
+/// splits (the test split's labels against the training split's), and that the generator and
+/// the target model load; a run that fails there has spent nothing.
 pub fn run_synth(
+    config: &RunConfig,
+    paths: &ResolvedPaths,
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PrivateData> {
+    let _lock = lock_out(out)?;
+    synth_stage(config, paths, out, progress)
+}
+
+fn synth_stage(
     config: &RunConfig,
     paths: &ResolvedPaths,
     out: &Path,
@@ -129,9 +153,11 @@ pub fn run_synth(
     write_text(&out.join("config.toml"), &config.to_toml()?)?;
     let r = &config.run;
     let private = load_private(r)?;
+    load_test(r, private.labels())?;
+    let generator = Model::load(&paths.generator, &Device::Cpu)?;
+    drop(Model::load(&paths.model, &Device::Cpu)?);
     PrivacyLedger::create(&ledger_path, r.delta)?;
     progress.message("stage 1/3: DP synthetic data");
-    let generator = Model::load(&paths.generator, &Device::Cpu)?;
     let (synthetic, report) = synthesize(
         &config.synth,
         &private,
@@ -176,6 +202,15 @@ pub fn run_select(
     paths: &ResolvedPaths,
     progress: &mut dyn Progress,
 ) -> Result<Selection> {
+    let _lock = lock_out(out)?;
+    select_stage(out, paths, progress)
+}
+
+fn select_stage(
+    out: &Path,
+    paths: &ResolvedPaths,
+    progress: &mut dyn Progress,
+) -> Result<Selection> {
     let config = RunConfig::load(&out.join("config.toml"))?;
     let synthetic = SyntheticData::load(&out.join("synthetic"))?;
     let n = synthetic.manifest().private_examples;
@@ -214,6 +249,16 @@ pub fn run_select(
 /// Stage 3 in the run folder `out` (after [`run_select`]): DP fine-tuning of the chosen set on
 /// the private split, then `model/`, `metrics.json`, `report.md` and `selection.svg`.
 pub fn run_train(
+    out: &Path,
+    paths: &ResolvedPaths,
+    private: &PrivateData,
+    progress: &mut dyn Progress,
+) -> Result<RunMetrics> {
+    let _lock = lock_out(out)?;
+    train_stage(out, paths, private, progress)
+}
+
+fn train_stage(
     out: &Path,
     paths: &ResolvedPaths,
     private: &PrivateData,
