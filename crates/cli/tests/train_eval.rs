@@ -32,7 +32,7 @@ fn train_then_eval_a_tiny_classifier() {
     data(&test, 60, 1);
     let out = tmp.path().join("run");
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let summary = json(&dpselft(&[
+    let trained = dpselft(&[
         "train",
         "--model",
         &s(&model),
@@ -57,7 +57,19 @@ fn train_then_eval_a_tiny_classifier() {
         "--out",
         &s(&out),
         "--json",
-    ]));
+    ]);
+    let summary = json(&trained);
+    // stderr is not a terminal here: progress comes as log lines, without the private loss.
+    let log = String::from_utf8_lossy(&trained.stderr);
+    assert!(log.contains("training: "), "{log}");
+    let steps: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("step ") && l.contains(" ETA "))
+        .collect();
+    assert!(steps.len() >= 2, "no progress lines: {log}");
+    for l in &steps {
+        assert!(l.contains(" ε ") && !l.contains("loss"), "{l}");
+    }
     let eps = summary["epsilon"].as_f64().unwrap();
     assert!(eps <= 8.0 && eps > 7.0, "ε = {eps}");
     assert_eq!(summary["completed"], true);

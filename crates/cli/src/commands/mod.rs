@@ -1,4 +1,5 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<()>`.
+//! Shared between commands: [`progress`] (the training bar or log lines) and [`UsageError`].
 
 pub mod account;
 pub mod bench;
@@ -8,6 +9,7 @@ pub mod eval;
 pub mod fetch_assets;
 pub mod generate;
 pub mod inspect;
+pub mod progress;
 pub mod run;
 pub mod train;
 

@@ -14,7 +14,7 @@ use dpselft_selft::{Candidates, Perturbation, Progress};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
-use super::train::Bar;
+use super::progress::Bar;
 
 /// Arguments shared by `run`, `synth` and `select`: a configuration and overrides.
 #[derive(clap::Args, Debug, Default)]

@@ -17,14 +17,15 @@ use candle_core::Device;
 use clap::ValueEnum;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
-    DpTrainer, Duration, EvalMetrics, Observer, OptimizerKind, PrivacyTarget, Start, StepMetrics,
-    Task, TrainConfig, TrainPlan, TrainSummary,
+    DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig,
+    TrainSummary,
 };
 use dpselft_model::{Model, TrainableSpec};
 use serde::{Deserialize, Serialize};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
+use super::progress::{Bar, fmt_eps};
 
 /// The task, on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -378,10 +379,6 @@ fn majority_accuracy(train: &Dataset, eval: Option<&Dataset>) -> Option<f64> {
     Some(hits as f64 / eval.len() as f64)
 }
 
-fn fmt_eps(e: Option<f64>) -> String {
-    e.map_or("∞".into(), |e| format!("{e:.4}"))
-}
-
 fn print_summary(s: &TrainSummary, majority: Option<f64>, model_dir: &Path) {
     let p = &s.plan;
     println!(
@@ -435,63 +432,6 @@ pub fn print_eval(m: &EvalMetrics) {
     }
     if let Some(p) = m.perplexity {
         println!("perplexity         {p:.4}");
-    }
-}
-
-/// The progress bar: loss, ε spent so far, examples/s, ETA. Hidden when stderr is not a terminal.
-#[derive(Default)]
-pub(crate) struct Bar {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Bar {
-    pub(crate) fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
-
-impl Observer for Bar {
-    fn started(&mut self, plan: &TrainPlan, resumed_at: u64) {
-        let bar = indicatif::ProgressBar::new(plan.total_steps);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_position(resumed_at);
-        bar.reset_eta();
-        self.bar = Some(bar);
-    }
-
-    fn step(&mut self, m: &StepMetrics) {
-        if let Some(b) = &self.bar {
-            let loss = m.loss.map_or("-".into(), |l| format!("{l:.4}"));
-            b.set_message(format!(
-                "loss {loss}  ε {}  {:.1} ex/s",
-                fmt_eps(m.epsilon),
-                m.examples_per_s
-            ));
-            b.set_position(m.step);
-        }
-    }
-
-    fn evaluated(&mut self, step: u64, m: &EvalMetrics) {
-        let mut line = format!("step {step}: eval loss {:.4}", m.loss);
-        if let Some(a) = m.accuracy {
-            line += &format!(", accuracy {a:.4}");
-        }
-        if let Some(f) = m.macro_f1 {
-            line += &format!(", macro-F1 {f:.4}");
-        }
-        if let Some(p) = m.perplexity {
-            line += &format!(", perplexity {p:.4}");
-        }
-        match &self.bar {
-            Some(b) if !b.is_hidden() => b.println(line),
-            _ => eprintln!("{line}"),
-        }
     }
 }
 

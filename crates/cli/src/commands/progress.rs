@@ -1,0 +1,143 @@
+//! Training progress for people: a bar on a terminal (step, loss, ε spent, examples/s, ETA), or,
+//! when stderr is not a terminal (a CI log, `nohup`, a notebook), one line per tenth of the run
+//! and at least every 30 s with step, epoch, examples/s, ETA and ε spent. The log lines carry
+//! no value computed from private examples without noise (no loss, no realised batch size), so
+//! a log may be shared.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use dpselft_dp::{EvalMetrics, Observer, StepMetrics, TrainPlan};
+
+/// At most this long between two log lines.
+const LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// ε as printed: four decimals, or ∞ for a non-private run.
+pub(crate) fn fmt_eps(e: Option<f64>) -> String {
+    e.map_or("∞".into(), |e| format!("{e:.4}"))
+}
+
+/// The observer of a training run (see the module documentation).
+#[derive(Default)]
+pub(crate) struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+    log: Option<LogLines>,
+}
+
+/// The state of the log lines.
+struct LogLines {
+    total: u64,
+    every: u64,
+    first_step: u64,
+    started: Instant,
+    last: Instant,
+}
+
+impl Bar {
+    /// Clears the bar (log lines need nothing).
+    pub(crate) fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
+    fn start_bar(&mut self, plan: &TrainPlan, resumed_at: u64) {
+        let bar = indicatif::ProgressBar::new(plan.total_steps);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_position(resumed_at);
+        bar.reset_eta();
+        self.bar = Some(bar);
+    }
+
+    fn start_log(&mut self, plan: &TrainPlan, resumed_at: u64) {
+        let from = if resumed_at > 0 {
+            format!(", resuming at step {resumed_at}")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "training: {} steps (q = {:.5}, σ = {:.4}){from}",
+            plan.total_steps, plan.sampling_rate, plan.noise_multiplier
+        );
+        let now = Instant::now();
+        self.log = Some(LogLines {
+            total: plan.total_steps,
+            every: (plan.total_steps / 10).max(1),
+            first_step: resumed_at,
+            started: now,
+            last: now,
+        });
+    }
+}
+
+impl LogLines {
+    /// The line for step `m`, if one is due.
+    fn line(&mut self, m: &StepMetrics) -> Option<String> {
+        let due = m.step.is_multiple_of(self.every)
+            || m.step == self.total
+            || self.last.elapsed() >= LOG_INTERVAL;
+        if !due {
+            return None;
+        }
+        self.last = Instant::now();
+        let done = m.step.saturating_sub(self.first_step).max(1) as f64;
+        let per_step = self.started.elapsed().as_secs_f64() / done;
+        let eta = per_step * self.total.saturating_sub(m.step) as f64;
+        Some(format!(
+            "step {}/{}  epoch {:.2}  {:.1} ex/s  ETA {:.0} s  ε {}",
+            m.step,
+            self.total,
+            m.epoch,
+            m.examples_per_s,
+            eta,
+            fmt_eps(m.epsilon)
+        ))
+    }
+}
+
+impl Observer for Bar {
+    fn started(&mut self, plan: &TrainPlan, resumed_at: u64) {
+        if std::io::stderr().is_terminal() {
+            self.start_bar(plan, resumed_at);
+        } else {
+            self.start_log(plan, resumed_at);
+        }
+    }
+
+    fn step(&mut self, m: &StepMetrics) {
+        if let Some(b) = &self.bar {
+            // The operator's own terminal: the (unprivatised) loss helps and is not kept.
+            let loss = m.loss.map_or("-".into(), |l| format!("{l:.4}"));
+            b.set_message(format!(
+                "loss {loss}  ε {}  {:.1} ex/s",
+                fmt_eps(m.epsilon),
+                m.examples_per_s
+            ));
+            b.set_position(m.step);
+        }
+        if let Some(line) = self.log.as_mut().and_then(|l| l.line(m)) {
+            eprintln!("{line}");
+        }
+    }
+
+    fn evaluated(&mut self, step: u64, m: &EvalMetrics) {
+        let mut line = format!("step {step}: eval loss {:.4}", m.loss);
+        if let Some(a) = m.accuracy {
+            line += &format!(", accuracy {a:.4}");
+        }
+        if let Some(f) = m.macro_f1 {
+            line += &format!(", macro-F1 {f:.4}");
+        }
+        if let Some(p) = m.perplexity {
+            line += &format!(", perplexity {p:.4}");
+        }
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
