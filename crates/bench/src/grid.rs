@@ -285,6 +285,7 @@ fn baseline_cell(
         checkpoint_every: None,
         seed: Some(cell.seed),
         init_seed: 0,
+        log_private_metrics: false,
     };
     let mut trainer = DpTrainer::new(config, model, &train, Some(&test), dir, Start::Fresh)?;
     let summary = trainer.run(progress)?;

@@ -74,6 +74,11 @@ pub struct TrainConfig {
     /// The seed of the classification head's initialisation and of LoRA factors (public
     /// randomness; not the noise).
     pub init_seed: u64,
+    /// Also write each logged step's unprivatised values (training loss, realised batch size,
+    /// clipped fraction, throughput) to `private_metrics.jsonl`, a file the ledger does not
+    /// cover. Off: `metrics.jsonl` holds only data-independent or noisy quantities.
+    #[serde(default)]
+    pub log_private_metrics: bool,
 }
 
 impl Default for TrainConfig {
@@ -101,6 +106,7 @@ impl Default for TrainConfig {
             checkpoint_every: None,
             seed: None,
             init_seed: 0,
+            log_private_metrics: false,
         }
     }
 }

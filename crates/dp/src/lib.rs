@@ -60,4 +60,6 @@ pub use sampler::{PoissonSampler, split_by_tokens};
 pub use step::{ClippedBatch, MicroBatch, RecordedGrads, clip_sum, record_examples, record_grads};
 pub use task::{EncodedSet, Task, per_example_loss, per_example_loss_masked};
 pub use trainer::DpTrainer;
-pub use trainer_io::{Observer, Start, StepMetrics, TrainData, TrainSummary, TrainerOptions};
+pub use trainer_io::{
+    Observer, PublicStepLine, Start, StepMetrics, TrainData, TrainSummary, TrainerOptions,
+};

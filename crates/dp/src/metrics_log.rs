@@ -1,7 +1,9 @@
-//! `metrics.jsonl`: one JSON line per logged step or evaluation, `{"kind": ..., ...}`.
+//! `metrics.jsonl`: one JSON line per logged step or evaluation, `{"kind": ..., ...}`; with
+//! `log_private_metrics`, also `private_metrics.jsonl`.
 //!
-//! Privacy: the step lines hold the realised batch size and the training loss, neither
-//! privatised: the file is for the operator, not for release.
+//! Privacy: what the trainer writes to `metrics.jsonl` is private-safe (step, schedule, ε spent,
+//! time; evaluations of the held-out set); `private_metrics.jsonl` holds unprivatised values
+//! (training loss, realised batch size) for the operator only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,13 @@ impl MetricsLog {
     pub(crate) fn in_dir(run_dir: &Path) -> Self {
         Self {
             path: run_dir.join("metrics.jsonl"),
+        }
+    }
+
+    /// `private_metrics.jsonl` of the run folder `run_dir`.
+    pub(crate) fn private_in_dir(run_dir: &Path) -> Self {
+        Self {
+            path: run_dir.join("private_metrics.jsonl"),
         }
     }
 

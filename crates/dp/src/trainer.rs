@@ -50,7 +50,9 @@ use crate::sampler::PoissonSampler;
 use crate::stage_ledger::StageLedger;
 use crate::step::clip_sum;
 use crate::task::EncodedSet;
-use crate::trainer_io::{Observer, Start, StepMetrics, TrainData, TrainSummary, TrainerOptions};
+use crate::trainer_io::{
+    Observer, PublicStepLine, Start, StepMetrics, TrainData, TrainSummary, TrainerOptions,
+};
 
 /// A DP training run (see the module documentation).
 pub struct DpTrainer {
@@ -70,6 +72,8 @@ pub struct DpTrainer {
     /// The privacy ledger (`None` for non-private runs).
     ledger: Option<StageLedger>,
     metrics: MetricsLog,
+    /// `private_metrics.jsonl`, only with `log_private_metrics`.
+    private_metrics: Option<MetricsLog>,
     step: u64,
     resumed_at: u64,
     stop_after: u64,
@@ -155,6 +159,7 @@ impl DpTrainer {
         let optimizer = make_optimizer(&config, &plan, clipping, &params)?;
         let (sampling_rng, noise_rng) = rng_streams(config.seed)?;
         let prefix = prefix_cache(&model, options, n);
+        let log_private_metrics = config.log_private_metrics;
         let mut trainer = Self {
             config,
             model,
@@ -171,6 +176,7 @@ impl DpTrainer {
             noise_rng,
             ledger,
             metrics: MetricsLog::in_dir(run_dir),
+            private_metrics: log_private_metrics.then(|| MetricsLog::private_in_dir(run_dir)),
             step: 0,
             resumed_at: 0,
             stop_after: u64::MAX,
@@ -204,6 +210,9 @@ impl DpTrainer {
             ledger.open_fresh()?;
             self.epsilon_so_far = Some(ledger.epsilon_after(0, &self.noise)?);
         }
+        if let Some(log) = &self.private_metrics {
+            log.create()?;
+        }
         self.metrics.create()
     }
 
@@ -226,6 +235,9 @@ impl DpTrainer {
             self.epsilon_so_far = Some(ledger.epsilon_after(self.step, &self.noise)?);
         }
         // Metrics after the checkpoint belong to steps that will run again.
+        if let Some(log) = &self.private_metrics {
+            log.truncate_after(self.step)?;
+        }
         self.metrics.truncate_after(self.step)
     }
 
@@ -319,7 +331,7 @@ impl DpTrainer {
                     self.epsilon_so_far = Some(ledger.epsilon_after(self.step, &self.noise)?);
                 }
                 metrics.epsilon = self.epsilon_so_far;
-                self.metrics.append("step", &metrics)?;
+                self.log_step(&metrics)?;
             }
             metrics.epsilon = self.epsilon_so_far;
             observer.step(&metrics);
@@ -421,6 +433,17 @@ impl DpTrainer {
             DpError::Config("a private run needs a bounded sensitivity (clipping)".into())
         })?;
         ledger.record_chunk_if_due(self.step, end, &self.noise, clip)
+    }
+
+    /// A step's line in `metrics.jsonl` (private-safe) and, if asked for, its full metrics in
+    /// `private_metrics.jsonl`.
+    fn log_step(&self, metrics: &StepMetrics) -> Result<()> {
+        self.metrics
+            .append("step", &PublicStepLine::from(metrics))?;
+        match &self.private_metrics {
+            Some(log) => log.append("step", metrics),
+            None => Ok(()),
+        }
     }
 
     fn evaluate_held_out(&mut self) -> Result<EvalMetrics> {

@@ -39,6 +39,34 @@ pub struct StepMetrics {
     pub elapsed_s: f64,
 }
 
+/// What `metrics.jsonl` keeps of a step: only data-independent or noisy quantities (the step,
+/// the schedule, ε spent, time), so that the file may be shared like the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicStepLine {
+    /// The 1-based step.
+    pub step: u64,
+    /// Epochs completed in expectation (step·q).
+    pub epoch: f64,
+    /// The learning rate of the step.
+    pub lr: f64,
+    /// ε spent so far (None: non-private).
+    pub epsilon: Option<f64>,
+    /// Seconds since this session started.
+    pub elapsed_s: f64,
+}
+
+impl From<&StepMetrics> for PublicStepLine {
+    fn from(m: &StepMetrics) -> Self {
+        Self {
+            step: m.step,
+            epoch: m.epoch,
+            lr: m.lr,
+            epsilon: m.epsilon,
+            elapsed_s: m.elapsed_s,
+        }
+    }
+}
+
 /// Receives progress (the CLI draws a progress bar from it). Every method defaults to nothing.
 pub trait Observer {
     /// Set-up is done; `resumed_at` is the step the run continues from (0 for a fresh run).

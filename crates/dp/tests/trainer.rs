@@ -68,6 +68,7 @@ fn config() -> TrainConfig {
         checkpoint_every: None,
         seed: Some(7),
         init_seed: 3,
+        log_private_metrics: true,
     }
 }
 
@@ -115,6 +116,24 @@ fn dp_training_learns_an_easy_task_within_budget() {
     // Metrics lines for steps and evaluations; no checkpoint left behind (it holds the key).
     let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().any(|l| l.contains("\"kind\":\"eval\"")));
+    // metrics.jsonl is private-safe: no unprivatised value in its step lines; the loss and the
+    // realised batch size go to private_metrics.jsonl, only because this config asks for it.
+    let steps: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "step")
+        .collect();
+    assert!(!steps.is_empty());
+    for v in &steps {
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["elapsed_s", "epoch", "epsilon", "kind", "lr", "step"],
+            "{v}"
+        );
+    }
+    let private = std::fs::read_to_string(dir.path().join("private_metrics.jsonl")).unwrap();
+    assert!(private.contains("\"loss\"") && private.contains("\"batch_size\""));
     assert!(!dir.path().join("checkpoint").exists());
 }
 

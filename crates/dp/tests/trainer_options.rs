@@ -42,6 +42,7 @@ fn config(epsilon: f64) -> TrainConfig {
         checkpoint_every: None,
         seed: Some(5),
         init_seed: 3,
+        log_private_metrics: false,
     }
 }
 
@@ -84,6 +85,10 @@ fn a_shared_ledger_makes_all_stages_together_meet_the_target() {
     let summary = trainer.run(&mut ()).unwrap();
     let ledger = PrivacyLedger::open(&ledger_path).unwrap();
     assert_eq!(ledger.entries().len(), 3, "the run appended its steps");
+    assert!(
+        !dir.path().join("train/private_metrics.jsonl").exists(),
+        "unprivatised metrics are written only when asked for"
+    );
     let total = ledger.spent().epsilon().unwrap();
     assert!(eps_earlier > 0.1 && eps_earlier < 3.0, "{eps_earlier}");
     assert!(total <= 3.0, "composition {total} exceeds the target");

@@ -334,6 +334,7 @@ fn stage3_config(config: &RunConfig, trainable: TrainableSpec) -> TrainConfig {
         checkpoint_every: None,
         seed: r.seed,
         init_seed: 0,
+        log_private_metrics: false,
     }
 }
 

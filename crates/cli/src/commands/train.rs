@@ -168,6 +168,11 @@ pub struct Args {
     /// Write a checkpoint every N steps (then `--resume` can continue an interrupted run).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Also write each logged step's training loss, realised batch size, clipped fraction and
+    /// throughput to `private_metrics.jsonl`: values of the private data *without* noise, not
+    /// covered by the ledger (keep that file to yourself). `metrics.jsonl` never holds them.
+    #[arg(long)]
+    pub log_private_metrics: bool,
     /// Continue the run in --out from its checkpoint, with its own config.json.
     #[arg(long)]
     pub resume: bool,
@@ -254,6 +259,7 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
         checkpoint_every: args.checkpoint_every,
         seed: args.seed,
         init_seed: args.init_seed,
+        log_private_metrics: args.log_private_metrics,
     };
     // Configuration mistakes are usage errors (exit code 2), caught before loading anything.
     train.validate().map_err(|e| usage(e.to_string()))?;

@@ -294,6 +294,7 @@ fn train_generator(
         checkpoint_every: None,
         seed,
         init_seed: 0,
+        log_private_metrics: false,
     };
     let options = TrainerOptions {
         shared_ledger: Some(ledger.to_path_buf()),
