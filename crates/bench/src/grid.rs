@@ -286,6 +286,7 @@ fn baseline_cell(
         seed: Some(cell.seed),
         init_seed: 0,
         log_private_metrics: false,
+        allow_large_delta: false,
     };
     let mut trainer = DpTrainer::new(config, model, &train, Some(&test), dir, Start::Fresh)?;
     let summary = trainer.run(progress)?;

@@ -164,3 +164,52 @@ fn invalid_settings_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ε = -1"));
 }
+
+/// δ ≥ 1/n is refused before anything is written, unless allowed; then the ledger records it.
+#[test]
+fn delta_not_below_one_over_n_needs_an_explicit_override() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let train = tmp.path().join("train.jsonl");
+    data(&train, 40, 0);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = tmp.path().join("run");
+    let (model_s, train_s, out_s) = (s(&model), s(&train), s(&out));
+    let mut args = vec![
+        "train",
+        "--model",
+        &model_s,
+        "--data",
+        &train_s,
+        "--epsilon",
+        "3",
+        "--delta",
+        "0.1",
+        "--trainable",
+        "head",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--max-seq-len",
+        "16",
+        "--out",
+        &out_s,
+        "--json",
+    ];
+    let refused = dpselft(&args);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("1/n") && stderr.contains("n = 40"),
+        "{stderr}"
+    );
+    assert!(!out.join("ledger.json").exists(), "nothing may be recorded");
+    args.push("--allow-large-delta");
+    json(&dpselft(&args));
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ledger.json")).unwrap()).unwrap();
+    assert_eq!(ledger["overrides"][0]["kind"], "delta_not_below_one_over_n");
+    assert_eq!(ledger["overrides"][0]["examples"], 40);
+}

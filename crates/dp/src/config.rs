@@ -79,6 +79,9 @@ pub struct TrainConfig {
     /// cover. Off: `metrics.jsonl` holds only data-independent or noisy quantities.
     #[serde(default)]
     pub log_private_metrics: bool,
+    /// Allow δ ≥ 1/n (an error otherwise); the ledger records the override.
+    #[serde(default)]
+    pub allow_large_delta: bool,
 }
 
 impl Default for TrainConfig {
@@ -107,6 +110,7 @@ impl Default for TrainConfig {
             seed: None,
             init_seed: 0,
             log_private_metrics: false,
+            allow_large_delta: false,
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod step;
 pub mod task;
 pub mod trainer;
 pub mod trainer_io;
+mod trainer_setup;
 
 pub use bridge::{ParamGroups, TrainableParams, clip_groups, group_records};
 pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_example_norms};

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use dpselft_privacy::{
-    Accountant, AccountantConfig, LedgerEntry, Mechanism, PrivacyLedger, Spent, Stage,
+    Accountant, AccountantConfig, LedgerEntry, Mechanism, Override, PrivacyLedger, Spent, Stage,
 };
 
 use crate::error::{DpError, Result};
@@ -96,6 +96,12 @@ impl StageLedger {
         };
         self.ledger = Some(ledger);
         Ok(())
+    }
+
+    /// Records an override of the operator's (once; see [`PrivacyLedger::record_override`]).
+    pub(crate) fn record_override(&mut self, o: Override) -> Result<()> {
+        let ledger = self.ledger.as_mut().ok_or_else(not_open)?;
+        Ok(ledger.record_override(o)?)
     }
 
     /// For a resumed run at step `step`: reopens the ledger and checks that it records at least

@@ -28,7 +28,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use dpselft_data::Dataset;
 use dpselft_model::Model;
-use dpselft_privacy::{AccountantConfig, Spent};
+use dpselft_privacy::Spent;
 use serde::Serialize;
 
 use crate::bridge::TrainableParams;
@@ -37,13 +37,13 @@ use crate::checkpoint::{
     write_json,
 };
 use crate::clip::Clipping;
-use crate::config::{PrivacyTarget, TrainConfig};
+use crate::config::TrainConfig;
 use crate::error::{DpError, Result, io_err};
 use crate::eval::{EvalMetrics, evaluate};
 use crate::head::{HeadChoice, prepare_model};
 use crate::metrics_log::MetricsLog;
-use crate::optim::{DpOptimizer, DpOptimizerConfig, LrSchedule, OptimizerCheckpoint, StepInfo};
-use crate::plan::{NoisePlan, TrainPlan, plan_noise};
+use crate::optim::{DpOptimizer, OptimizerCheckpoint, StepInfo};
+use crate::plan::{NoisePlan, TrainPlan};
 use crate::prefix::PrefixCache;
 use crate::rng::NoiseRng;
 use crate::sampler::PoissonSampler;
@@ -52,6 +52,10 @@ use crate::step::clip_sum;
 use crate::task::EncodedSet;
 use crate::trainer_io::{
     Observer, PublicStepLine, Start, StepMetrics, TrainData, TrainSummary, TrainerOptions,
+};
+use crate::trainer_setup::{
+    delta_override, encode_sets, lock_run_dir, make_optimizer, plan_with, prefix_cache,
+    rng_streams, stage_ledger,
 };
 
 /// A DP training run (see the module documentation).
@@ -130,16 +134,12 @@ impl DpTrainer {
             TrainData::Dataset(d) => HeadChoice::New(d.labels.clone()),
             TrainData::Encoded(_) => HeadChoice::New(Vec::new()),
         };
-        prepare_model(
-            &mut model,
-            config.task,
-            head,
-            &config.trainable,
-            config.init_seed,
-        )?;
+        let spec = &config.trainable;
+        prepare_model(&mut model, config.task, head, spec, config.init_seed)?;
         let params = TrainableParams::of(&model)?;
         let (train_set, eval_set) = encode_sets(&model, &config, train, eval)?;
         let n = train_set.len();
+        let delta_override = delta_override(&config, n)?;
         let ledger = stage_ledger(&config, run_dir, options)?;
         let noise = plan_with(&config, n, ledger.as_ref())?;
         let sampler = PoissonSampler::new(n, noise.sampling_rate)?;
@@ -188,6 +188,10 @@ impl DpTrainer {
         match start {
             Start::Fresh => trainer.start_fresh()?,
             Start::Resume => trainer.resume()?,
+        }
+        // The operator's δ ≥ 1/n goes into the ledger with the steps it weakens.
+        if let (Some(ledger), Some(o)) = (trainer.ledger.as_mut(), delta_override) {
+            ledger.record_override(o)?;
         }
         Ok(trainer)
     }
@@ -488,108 +492,4 @@ impl DpTrainer {
         };
         save_checkpoint(&self.run_dir, &state, &params, &opt)
     }
-}
-
-/// Takes the run folder's exclusive lock (creating the folder): a second process on the same
-/// folder gets an error naming the holder's pid.
-pub(crate) fn lock_run_dir(run_dir: &Path) -> Result<dpselft_fsio::FolderLock> {
-    dpselft_fsio::lock_folder(run_dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock => DpError::State(e.to_string()),
-        _ => io_err(run_dir, e),
-    })
-}
-
-/// The run's side of the ledger (`None` for non-private runs).
-fn stage_ledger(
-    config: &TrainConfig,
-    run_dir: &Path,
-    options: &TrainerOptions,
-) -> Result<Option<StageLedger>> {
-    match config.privacy {
-        PrivacyTarget::Private { delta, .. } => Ok(Some(StageLedger::new(
-            run_dir,
-            options.shared_ledger.as_deref(),
-            options.stage,
-            config.seed.is_some(),
-            delta,
-        )?)),
-        PrivacyTarget::NonPrivate => Ok(None),
-    }
-}
-
-/// [`plan_noise`] for `n` examples, composed with the ledger's earlier stages under its
-/// accountant (a non-private run needs none).
-fn plan_with(config: &TrainConfig, n: usize, ledger: Option<&StageLedger>) -> Result<NoisePlan> {
-    let default_accountant = AccountantConfig::pld_default().build();
-    let (prior, accountant) = match ledger {
-        Some(l) => (l.prior(), l.accountant()),
-        None => (&[][..], default_accountant.as_ref()),
-    };
-    plan_noise(
-        n,
-        config.batch_size,
-        config.duration,
-        config.privacy,
-        prior,
-        accountant,
-    )
-}
-
-/// The training set (tokenized here unless given encoded) and the held-out set, for `model`.
-fn encode_sets(
-    model: &Model,
-    config: &TrainConfig,
-    train: TrainData<'_>,
-    eval: Option<&Dataset>,
-) -> Result<(EncodedSet, Option<EncodedSet>)> {
-    let train_set = match train {
-        TrainData::Dataset(d) => EncodedSet::new(model, d, config.task, config.max_seq_len)?,
-        TrainData::Encoded(e) => e.clone(),
-    };
-    let eval_set = match eval {
-        Some(d) => Some(EncodedSet::new(model, d, config.task, config.max_seq_len)?),
-        None => None,
-    };
-    Ok((train_set, eval_set))
-}
-
-/// The run's DP optimizer: its update rule and schedule, σ and C, the expected batch size as
-/// divisor, no weight decay on biases and norm weights.
-fn make_optimizer(
-    config: &TrainConfig,
-    plan: &TrainPlan,
-    clipping: Clipping,
-    params: &TrainableParams,
-) -> Result<DpOptimizer> {
-    let opt_config = DpOptimizerConfig {
-        optimizer: config.optimizer,
-        schedule: LrSchedule {
-            peak_lr: config.lr,
-            warmup_steps: config.warmup_steps.min(plan.total_steps),
-            total_steps: plan.total_steps,
-        },
-        noise_multiplier: plan.noise_multiplier,
-        clipping,
-        expected_batch_size: plan.expected_batch_size,
-    };
-    DpOptimizer::new(opt_config, &params.vars)?.with_weight_decay_mask(params.weight_decay_mask())
-}
-
-/// Two independent streams, (sampling, noise): which examples are drawn must not be correlated
-/// with the noise. With a seed both derive from it; otherwise both are keyed by the OS.
-fn rng_streams(seed: Option<u64>) -> Result<(NoiseRng, NoiseRng)> {
-    Ok(match seed {
-        Some(seed) => {
-            let mut root = NoiseRng::from_seed(seed);
-            (root.split(), root.split())
-        }
-        None => (NoiseRng::from_os_rng()?, NoiseRng::from_os_rng()?),
-    })
-}
-
-/// The frozen-prefix cache of the training set, where asked for and where blocks are frozen.
-fn prefix_cache(model: &Model, options: &TrainerOptions, n: usize) -> Option<PrefixCache> {
-    let low = model.lowest_trainable_block();
-    (options.prefix_cache && !model.embeddings_trainable() && low > 0)
-        .then(|| PrefixCache::new(low, n))
 }

@@ -69,6 +69,7 @@ fn config() -> TrainConfig {
         seed: Some(7),
         init_seed: 3,
         log_private_metrics: true,
+        allow_large_delta: false,
     }
 }
 

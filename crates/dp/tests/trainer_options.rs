@@ -43,6 +43,7 @@ fn config(epsilon: f64) -> TrainConfig {
         seed: Some(5),
         init_seed: 3,
         log_private_metrics: false,
+        allow_large_delta: false,
     }
 }
 

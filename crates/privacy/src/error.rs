@@ -43,6 +43,19 @@ pub enum PrivacyError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// δ is not below 1/n: the guarantee would allow publishing one example outright.
+    #[error(
+        "δ = {delta:e} is not below 1/n = {:e} for n = {examples} private examples: at such a δ \
+         a mechanism that publishes one example outright is (0, δ)-DP. Choose δ < 1/n (1e-5 or \
+         less is usual), or allow it explicitly (--allow-large-delta), which the ledger records",
+        1.0 / *examples as f64
+    )]
+    DeltaNotBelowOneOverN {
+        /// δ.
+        delta: f64,
+        /// n.
+        examples: usize,
+    },
     /// A ledger file is not valid.
     #[error("ledger {path}: {message}")]
     LedgerFormat {

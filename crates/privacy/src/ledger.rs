@@ -179,7 +179,40 @@ pub(crate) struct LedgerFile {
     /// The first is the guarantee.
     pub(crate) accountants: Vec<AccountantConfig>,
     pub(crate) entries: Vec<LedgerEntry>,
+    /// What the operator allowed that weakens the guarantee (empty for an ordinary run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) overrides: Vec<Override>,
     pub(crate) spent: Spent,
+}
+
+/// Checks δ against the n private examples: δ < 1/n passes (`None`); otherwise an error unless
+/// `allowed`, in which case the [`Override`] to record is returned.
+pub fn check_delta_for_examples(
+    delta: f64,
+    examples: usize,
+    allowed: bool,
+) -> Result<Option<Override>> {
+    if delta * (examples as f64) < 1.0 {
+        return Ok(None);
+    }
+    if !allowed {
+        return Err(PrivacyError::DeltaNotBelowOneOverN { delta, examples });
+    }
+    Ok(Some(Override::DeltaNotBelowOneOverN { delta, examples }))
+}
+
+/// A setting the operator allowed that weakens what the (ε, δ) means; the ledger keeps it so
+/// that whoever reads the guarantee sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Override {
+    /// δ ≥ 1/n: a mechanism that publishes one of the n examples outright would meet (0, δ).
+    DeltaNotBelowOneOverN {
+        /// δ.
+        delta: f64,
+        /// n, the private examples.
+        examples: usize,
+    },
 }
 
 /// A privacy ledger bound to a file.
@@ -258,6 +291,7 @@ impl PrivacyLedger {
             spent: compute_spent(&[], delta, &accountants)?,
             accountants,
             entries: Vec::new(),
+            overrides: Vec::new(),
         };
         let ledger = Self { path, file };
         ledger.write()?;
@@ -330,6 +364,25 @@ impl PrivacyLedger {
             return Err(e);
         }
         Ok(spent)
+    }
+
+    /// Records an override (written atomically; recorded once however often it is called).
+    pub fn record_override(&mut self, o: Override) -> Result<()> {
+        if self.file.overrides.contains(&o) {
+            return Ok(());
+        }
+        let old = self.file.clone();
+        self.file.overrides.push(o);
+        if let Err(e) = self.write() {
+            self.file = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The overrides the operator allowed.
+    pub fn overrides(&self) -> &[Override] {
+        &self.file.overrides
     }
 
     /// The recorded entries, in order.

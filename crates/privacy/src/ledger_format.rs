@@ -78,6 +78,7 @@ pub(crate) fn parse(text: &str) -> Result<LedgerFile, String> {
         delta: v1.delta,
         accountants: vec![pld, AccountantConfig::Rdp],
         entries,
+        overrides: Vec::new(),
         // Recomputed by the caller from the entries.
         spent: Spent {
             guarantee: "pld".into(),

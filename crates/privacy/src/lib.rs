@@ -40,7 +40,9 @@ pub mod rdp;
 pub use accountant::{Accountant, AccountantConfig, Guarantee};
 pub use calibrate::calibrate_sigma;
 pub use error::{PrivacyError, Result};
-pub use ledger::{LedgerEntry, MechanismKind, PrivacyLedger, Spent, Stage};
+pub use ledger::{
+    LedgerEntry, MechanismKind, Override, PrivacyLedger, Spent, Stage, check_delta_for_examples,
+};
 pub use mechanism::{Mechanism, sampling_from_epochs};
 pub use pld::{ComposedPld, PldAccountant, PldOptions};
 pub use rdp::{Conversion, RdpAccountant, RdpGuarantee};

@@ -221,3 +221,33 @@ fn version_1_ledgers_are_upgraded() {
     let err = PrivacyLedger::open(&p).unwrap_err().to_string();
     assert!(err.contains("entry 0") && err.contains("mystery"), "{err}");
 }
+
+/// δ must be below 1/n unless the operator allows it, and then the ledger keeps the override.
+#[test]
+fn delta_at_least_one_over_n_is_refused_unless_allowed_and_recorded() {
+    use dpselft_privacy::{Override, check_delta_for_examples};
+    assert_eq!(check_delta_for_examples(1e-5, 40, false).unwrap(), None);
+    assert_eq!(check_delta_for_examples(0.0249, 40, false).unwrap(), None);
+    let err = check_delta_for_examples(0.025, 40, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1/n") && err.contains("n = 40"), "{err}");
+    assert!(check_delta_for_examples(0.5, 40, false).is_err());
+    let o = check_delta_for_examples(0.1, 40, true).unwrap().unwrap();
+    assert_eq!(
+        o,
+        Override::DeltaNotBelowOneOverN {
+            delta: 0.1,
+            examples: 40
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ledger.json");
+    let mut l = PrivacyLedger::create(&p, 0.1).unwrap();
+    l.record_override(o.clone()).unwrap();
+    l.record_override(o.clone()).unwrap();
+    let reopened = PrivacyLedger::open(&p).unwrap();
+    assert_eq!(reopened.overrides(), [o]);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(v["overrides"][0]["kind"], "delta_not_below_one_over_n");
+}

@@ -25,7 +25,7 @@ use dpselft_dp::{
     TrainerOptions, plan_noise,
 };
 use dpselft_model::{Model, TrainableSpec};
-use dpselft_privacy::{PrivacyLedger, Stage};
+use dpselft_privacy::{PrivacyLedger, Stage, check_delta_for_examples};
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
@@ -154,9 +154,14 @@ fn synth_stage(
     let r = &config.run;
     let private = load_private(r)?;
     load_test(r, private.labels())?;
+    let delta_override = check_delta_for_examples(r.delta, private.len(), r.allow_large_delta)?;
     let generator = Model::load(&paths.generator, &Device::Cpu)?;
     drop(Model::load(&paths.model, &Device::Cpu)?);
-    PrivacyLedger::create(&ledger_path, r.delta)?;
+    let mut ledger = PrivacyLedger::create(&ledger_path, r.delta)?;
+    if let Some(o) = delta_override {
+        ledger.record_override(o)?;
+    }
+    drop(ledger);
     progress.message("stage 1/3: DP synthetic data");
     let (synthetic, report) = synthesize(
         &config.synth,
@@ -168,6 +173,7 @@ fn synth_stage(
             ledger: &ledger_path,
             work_dir: &out.join("synth"),
             seed: r.seed,
+            allow_large_delta: r.allow_large_delta,
         },
         StageBudget {
             epsilon: r.epsilon * r.synth_fraction,
@@ -335,6 +341,7 @@ fn stage3_config(config: &RunConfig, trainable: TrainableSpec) -> TrainConfig {
         seed: r.seed,
         init_seed: 0,
         log_private_metrics: false,
+        allow_large_delta: r.allow_large_delta,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct RunSection {
     pub test_limit: Option<usize>,
     /// Seed for a reproducible run (noise included; the ledger says so). `None`: the OS.
     pub seed: Option<u64>,
+    /// Allow δ ≥ 1/n (an error otherwise); the ledger records the override.
+    pub allow_large_delta: bool,
     /// Seed of the data subsets (`train_limit`, `test_limit`); public randomness, independent of
     /// `seed` so that runs with different seeds see the same subsets.
     pub subset_seed: u64,
@@ -70,6 +72,7 @@ impl Default for RunSection {
             test_limit: Some(1000),
             seed: None,
             subset_seed: 0,
+            allow_large_delta: false,
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct Args {
     /// Share of ε spent on the synthetic data.
     #[arg(long)]
     pub synth_fraction: Option<f64>,
+    /// Allow δ ≥ 1/n (refused otherwise); the ledger records the override.
+    #[arg(long)]
+    pub allow_large_delta: bool,
     /// Seeded subset of this many training examples (0: all).
     #[arg(long)]
     pub train_limit: Option<usize>,
@@ -127,6 +130,7 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
     set(&mut r.epsilon, args.epsilon);
     set(&mut r.delta, args.delta);
     set(&mut r.synth_fraction, args.synth_fraction);
+    r.allow_large_delta |= args.allow_large_delta;
     if let Some(v) = args.train_limit {
         r.train_limit = limit(v);
     }

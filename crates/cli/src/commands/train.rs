@@ -173,6 +173,10 @@ pub struct Args {
     /// covered by the ledger (keep that file to yourself). `metrics.jsonl` never holds them.
     #[arg(long)]
     pub log_private_metrics: bool,
+    /// Allow δ ≥ 1/n (refused otherwise: at such a δ, publishing one training example outright
+    /// meets the guarantee). The ledger records the override.
+    #[arg(long)]
+    pub allow_large_delta: bool,
     /// Continue the run in --out from its checkpoint, with its own config.json.
     #[arg(long)]
     pub resume: bool,
@@ -260,6 +264,7 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
         seed: args.seed,
         init_seed: args.init_seed,
         log_private_metrics: args.log_private_metrics,
+        allow_large_delta: args.allow_large_delta,
     };
     // Configuration mistakes are usage errors (exit code 2), caught before loading anything.
     train.validate().map_err(|e| usage(e.to_string()))?;

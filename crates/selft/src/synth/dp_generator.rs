@@ -166,28 +166,17 @@ fn run(
         None => NoiseRng::from_os_rng()?,
     };
 
-    // 1. The label histogram.
-    let (histogram_sigma, noisy_counts) = if labelled {
-        let share = config.histogram_share;
-        let (sigma, noisy) = noisy_histogram(data, share, budget, inputs.ledger, &mut root_rng)?;
-        (Some(sigma), noisy)
-    } else {
-        (None, Vec::new())
+    // 1. The label histogram (classification only).
+    let (histogram_sigma, noisy_counts) = match labelled {
+        true => histogram(config, data, budget, inputs.ledger, &mut root_rng)?,
+        false => (None, Vec::new()),
     };
 
     // 2. The generator's DP fine-tuning.
     progress.message("synth: DP fine-tuning the generator");
     let started = Instant::now();
-    let shared = (inputs.ledger, inputs.work_dir, inputs.seed);
-    let (generator, plan) = train_generator(
-        config,
-        data,
-        labelled,
-        inputs.generator,
-        shared,
-        budget,
-        progress,
-    )?;
+    let (ledger, generator_name) = (inputs.ledger, inputs.generator_name);
+    let (generator, plan) = train_generator(config, data, labelled, inputs, budget, progress)?;
     let train_s = started.elapsed().as_secs_f64();
 
     // 3. Sampling (post-processing from here on).
@@ -209,8 +198,8 @@ fn run(
         (config.min_chars, config.val_fraction),
         &mut sample_seed,
         Provenance {
-            ledger: inputs.ledger,
-            generator: inputs.generator_name,
+            ledger,
+            generator: generator_name,
             delta: budget.delta,
             private_examples: data.len(),
         },
@@ -232,6 +221,18 @@ fn run(
     Ok((finished.data, report))
 }
 
+/// Step 1: the noisy label histogram at `histogram_share` of the stage's ε, as (σ_h, counts).
+fn histogram(
+    config: &GeneratorConfig,
+    data: &Dataset,
+    budget: StageBudget,
+    ledger: &Path,
+    rng: &mut NoiseRng,
+) -> Result<(Option<f64>, Vec<f64>)> {
+    let (sigma, noisy) = noisy_histogram(data, config.histogram_share, budget, ledger, rng)?;
+    Ok((Some(sigma), noisy))
+}
+
 /// The labels to prompt with and how many texts to sample for each: in proportion to the noisy
 /// counts, or all of them for the one empty prompt of an LM task.
 fn sampling_plan(
@@ -250,14 +251,11 @@ fn sampling_plan(
 
 /// Step 2: DP fine-tuning of the generator on `"<label>\n<text>"` (the loss on the text only),
 /// through the run's shared ledger.
-/// `(ledger, work_dir, seed)`: the run's ledger, the folder for the training files and the
-/// noise seed, as in [`SynthInputs`].
 fn train_generator(
     config: &GeneratorConfig,
     data: &Dataset,
     labelled: bool,
-    generator: Model,
-    (ledger, work_dir, seed): (&Path, &Path, Option<u64>),
+    inputs: SynthInputs<'_>,
     budget: StageBudget,
     progress: &mut dyn Progress,
 ) -> Result<(Model, TrainPlan)> {
@@ -272,7 +270,7 @@ fn train_generator(
             (prompt, e.text.clone())
         })
         .collect();
-    let encoded = EncodedSet::lm_with_prompts(&generator, &pairs, config.max_seq_len)?;
+    let encoded = EncodedSet::lm_with_prompts(&inputs.generator, &pairs, config.max_seq_len)?;
     let train_config = TrainConfig {
         task: Task::Lm,
         trainable: config.trainable.clone(),
@@ -292,21 +290,22 @@ fn train_generator(
         eval_every: None,
         log_every: 1,
         checkpoint_every: None,
-        seed,
+        seed: inputs.seed,
         init_seed: 0,
         log_private_metrics: false,
+        allow_large_delta: inputs.allow_large_delta,
     };
     let options = TrainerOptions {
-        shared_ledger: Some(ledger.to_path_buf()),
+        shared_ledger: Some(inputs.ledger.to_path_buf()),
         stage: Stage::SynthGenerator,
         prefix_cache: false,
     };
     let mut trainer = DpTrainer::new_with(
         train_config,
-        generator,
+        inputs.generator,
         TrainData::Encoded(&encoded),
         None,
-        work_dir,
+        inputs.work_dir,
         Start::Fresh,
         &options,
     )?;

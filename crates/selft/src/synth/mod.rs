@@ -167,6 +167,8 @@ pub struct SynthInputs<'a> {
     pub work_dir: &'a Path,
     /// A seed for reproducible experiments (noise included; the ledger says so). `None`: the OS.
     pub seed: Option<u64>,
+    /// δ ≥ 1/n was allowed by the operator (and recorded in the ledger).
+    pub allow_large_delta: bool,
 }
 
 /// Runs the synthesizer `section` names (see [`Synthesizer::synthesize`]).
