@@ -8,6 +8,13 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::Dataset;
 
+/// Maps 64 random bits to [0, 1): the top 53 bits (an f64's mantissa) scaled by 2⁻⁵³, so every
+/// multiple of 2⁻⁵³ is equally likely. Shared with the dp crate's noise RNG (its hot path: inline).
+#[inline]
+pub fn unit_f64(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
 /// Shuffles `items` in place (Fisher–Yates, from the end), `uniform` giving one draw in [0, 1)
 /// per position.
 pub fn fisher_yates<T>(items: &mut [T], mut uniform: impl FnMut() -> f64) {
@@ -33,7 +40,7 @@ impl SeededChoice {
 
     /// A uniform `f64` in [0, 1) with 53 random bits.
     pub fn uniform_f64(&mut self) -> f64 {
-        (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        unit_f64(self.rng.next_u64())
     }
 
     /// `k` of `0..n` (all of them if k ≥ n), sorted.

@@ -11,6 +11,8 @@
 //! the final model and the ledger.
 
 use rand_chacha::ChaCha20Rng;
+
+pub(crate) use dpselft_data::subset::unit_f64;
 use rand_chacha::rand_core::{CryptoRng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -183,12 +185,6 @@ impl RngCore for NoiseRng {
 }
 
 impl CryptoRng for NoiseRng {}
-
-/// Map 64 random bits to [0, 1): keep the top 53 bits (an f64's mantissa) and scale by 2⁻⁵³.
-#[inline]
-pub(crate) fn unit_f64(bits: u64) -> f64 {
-    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
 
 fn parse_key(hex: &str) -> Result<[u8; 32]> {
     let bad = || DpError::State(format!("RNG key must be 64 hex digits, got {:?}", hex));

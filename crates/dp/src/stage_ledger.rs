@@ -72,9 +72,9 @@ impl StageLedger {
         self.accountant.as_ref()
     }
 
-    /// Whether a run's own ledger file exists already (a shared one always does).
-    pub(crate) fn own_file_exists(&self) -> bool {
-        !self.shared && self.path.exists()
+    /// Whether the ledger is shared with earlier stages (not the run folder's own).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// For a fresh run: creates the run's own ledger, or opens the shared one and checks that

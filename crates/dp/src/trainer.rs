@@ -197,11 +197,8 @@ impl DpTrainer {
     }
 
     fn start_fresh(&mut self) -> Result<()> {
-        let own_ledger = self
-            .ledger
-            .as_ref()
-            .is_some_and(StageLedger::own_file_exists)
-            || (self.ledger.is_none() && self.run_dir.join("ledger.json").exists());
+        let shared = self.ledger.as_ref().is_some_and(StageLedger::is_shared);
+        let own_ledger = !shared && self.run_dir.join("ledger.json").exists();
         if own_ledger || has_checkpoint(&self.run_dir) {
             return Err(DpError::Config(format!(
                 "{} already holds a run (ledger or checkpoint): resume it, or choose another \

@@ -275,8 +275,8 @@ fn train_stage(
     let synth_report: SynthReport = read_json(&out.join("synth.json"))?;
     let ledger_path = out.join("ledger.json");
     let test = load_test(&config.run, private.labels())?;
-    let n = private.len();
-    let sigma_ft = train_plan(&config, n, &ledger_path)?.noise_multiplier;
+    // The σ selection's perturbations were matched to (stage 2 planned it with `train_plan`).
+    let sigma_ft = selection.config.noise_multiplier;
     progress.message(&format!(
         "stage 3/3: DP fine-tuning {}",
         selection.chosen_spec

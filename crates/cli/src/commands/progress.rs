@@ -1,8 +1,8 @@
 //! Training progress for people: a bar on a terminal (step, loss, ε spent, examples/s, ETA), or,
 //! when stderr is not a terminal (a CI log, `nohup`, a notebook), one line per tenth of the run
-//! and at least every 30 s with step, epoch, examples/s, ETA and ε spent. The log lines carry
-//! no value computed from private examples without noise (no loss, no realised batch size), so
-//! a log may be shared.
+//! and at least every 30 s with step, epoch, examples/s (expected, from B = q·n), ETA and ε
+//! spent. The log lines carry no value computed from private examples without noise (no loss,
+//! no realised batch size), so a log may be shared.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -27,6 +27,9 @@ pub(crate) struct Bar {
 /// The state of the log lines.
 struct LogLines {
     total: u64,
+    /// The expected batch size B = q·n: throughput from it is data-independent, unlike the
+    /// realised (Poisson) batch sizes.
+    expected_batch: f64,
     every: u64,
     first_step: u64,
     started: Instant,
@@ -66,6 +69,7 @@ impl Bar {
         let now = Instant::now();
         self.log = Some(LogLines {
             total: plan.total_steps,
+            expected_batch: plan.expected_batch_size,
             every: (plan.total_steps / 10).max(1),
             first_step: resumed_at,
             started: now,
@@ -85,14 +89,14 @@ impl LogLines {
         }
         self.last = Instant::now();
         let done = m.step.saturating_sub(self.first_step).max(1) as f64;
-        let per_step = self.started.elapsed().as_secs_f64() / done;
+        let per_step = self.started.elapsed().as_secs_f64().max(1e-9) / done;
         let eta = per_step * self.total.saturating_sub(m.step) as f64;
         Some(format!(
             "step {}/{}  epoch {:.2}  {:.1} ex/s  ETA {:.0} s  ε {}",
             m.step,
             self.total,
             m.epoch,
-            m.examples_per_s,
+            self.expected_batch / per_step,
             eta,
             fmt_eps(m.epsilon)
         ))
