@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::methods::{Method, MethodKind, MethodSettings, MethodsFile};
 use crate::table::{chart_svg, table_markdown};
+use crate::{read_rows, write_rows, write_text};
 
 /// The grid to run.
 #[derive(Debug, Clone)]
@@ -95,7 +96,7 @@ impl CellResult {
 pub fn run_grid(bench: &UtilityBench, progress: &mut dyn Progress) -> Result<Vec<CellResult>> {
     std::fs::create_dir_all(&bench.out).map_err(|e| io_err(&bench.out, e))?;
     let results_path = bench.out.join("results.jsonl");
-    let mut results = read_results(&results_path)?;
+    let mut results: Vec<CellResult> = read_rows(&results_path, "benchmark result")?;
     let cells = cells(bench)?;
     // The floor depends on the data subsets only: computed once for every rewrite of the table.
     let majority = majority_accuracy(bench)?;
@@ -120,7 +121,7 @@ pub fn run_grid(bench: &UtilityBench, progress: &mut dyn Progress) -> Result<Vec
         ));
         let r = run_cell(bench, cell, progress)?;
         results.push(r);
-        write_results(&results_path, &results)?;
+        write_rows(&results_path, &results)?;
         write_outputs(bench, &results, majority)?;
     }
     write_outputs(bench, &results, majority)?;
@@ -329,35 +330,6 @@ fn load_splits(bench: &UtilityBench) -> Result<(Dataset, Dataset)> {
     Ok((train, test))
 }
 
-fn read_results(path: &Path) -> Result<Vec<CellResult>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(path, e)),
-    };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| SelftError::Format {
-                path: path.to_path_buf(),
-                message: format!("line {}: not a benchmark result: {e}", i + 1),
-            })
-        })
-        .collect()
-}
-
-fn write_results(path: &Path, results: &[CellResult]) -> Result<()> {
-    let mut text = String::new();
-    for r in results {
-        let line = serde_json::to_string(r)
-            .map_err(|e| SelftError::Config(format!("serialising a result: {e}")))?;
-        text += &line;
-        text.push('\n');
-    }
-    dpselft_fsio::write_bytes_atomic(path, text.as_bytes()).map_err(|e| io_err(path, e))
-}
-
 fn write_outputs(
     bench: &UtilityBench,
     results: &[CellResult],
@@ -366,8 +338,7 @@ fn write_outputs(
     let table = table_markdown(&bench.methods, &bench.epsilons, results, majority);
     let chart = chart_svg(&bench.methods, &bench.epsilons, results);
     for (name, text) in [("table.md", table), ("chart.svg", chart)] {
-        let path = bench.out.join(name);
-        dpselft_fsio::write_bytes_atomic(&path, text.as_bytes()).map_err(|e| io_err(&path, e))?;
+        write_text(&bench.out.join(name), &text)?;
     }
     Ok(())
 }

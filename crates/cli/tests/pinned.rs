@@ -67,18 +67,39 @@ fn check_golden(name: &str, actual: &Value) {
 /// What a run folder computed: model bytes, synthetic data, selection scores, ledger, metrics.
 fn run_fingerprint(out: &Path) -> Value {
     let selection = read_json(&out.join("selection.json"));
+    let row = |c: &Value| {
+        json!([
+            c["spec"],
+            c["lr"],
+            c["params"],
+            c["radius"],
+            c["score"],
+            c["accuracy"]
+        ])
+    };
     let candidates: Vec<Value> = selection["candidates"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| json!([c["spec"], c["params"], c["radius"], c["score"], c["loss"]]))
+        .map(row)
+        .collect();
+    let lr_trials: Vec<Value> = selection["lr_trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(row)
         .collect();
     let metrics = read_json(&out.join("metrics.json"));
     json!({
         "model.safetensors": sha256_of(&out.join("model/model.safetensors")),
         "synthetic/train.jsonl": sha256_of(&out.join("synthetic/train.jsonl")),
         "synthetic/val.jsonl": sha256_of(&out.join("synthetic/val.jsonl")),
-        "selection": {"candidates": candidates, "chosen": selection["chosen_spec"]},
+        "selection": {
+            "candidates": candidates,
+            "lr_trials": lr_trials,
+            "chosen": selection["chosen_spec"],
+            "chosen_lr": selection["chosen_lr"],
+        },
         "ledger": ledger_numbers(&out.join("ledger.json")),
         "metrics": {
             "test": metrics["test"],

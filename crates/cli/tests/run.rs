@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::toy_run::{grid_bench, setup};
+use common::toy_run::{EVOLUTION_SYNTH, config_with_synth, grid_bench, selection_bench, setup};
 use common::{dpselft, ok};
 
 #[test]
@@ -68,8 +68,19 @@ fn run_writes_a_complete_run_folder_within_budget() {
             .unwrap();
     let n = selection["candidates"].as_array().unwrap().len();
     assert!(
-        (3..=5).contains(&n),
-        "greedy:2 over 3 blocks trains 3 + 2 at most, got {n}"
+        (4..=6).contains(&n),
+        "the head alone, then greedy:2 over 3 blocks: 1 + 3 + 2 at most, got {n}"
+    );
+    let chosen_lr = selection["chosen_lr"].as_f64().unwrap();
+    let trial_lrs: Vec<f64> = selection["lr_trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["lr"].as_f64().unwrap())
+        .collect();
+    assert!(
+        trial_lrs.len() == 3 && trial_lrs.contains(&chosen_lr),
+        "{trial_lrs:?}"
     );
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("selection.svg") && report.contains("Test accuracy"));
@@ -99,12 +110,107 @@ fn selection_runs_without_the_private_data() {
         selection["chosen_spec"]
             .as_str()
             .unwrap()
-            .starts_with("head,block.")
+            .starts_with("head")
     );
     // Selection spends nothing.
     assert_eq!(
         std::fs::read_to_string(out.join("ledger.json")).unwrap(),
         ledger_before
+    );
+}
+
+/// Private Evolution as the synthesizer: no DP training, one ledger entry per voting round after
+/// the histogram, the stage's ε met, a labelled synthetic set.
+#[test]
+fn private_evolution_spends_its_share_in_histogram_and_votes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = setup(tmp.path());
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        config_with_synth(EVOLUTION_SYNTH),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let mut argv = vec!["synth"];
+    argv.extend(args.iter().map(String::as_str));
+    ok(&dpselft(&argv));
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ledger.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["synth-histogram", "synth-vote", "synth-vote"]);
+    let synth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("synth.json")).unwrap()).unwrap();
+    let (target, spent) = (
+        synth["epsilon_target"].as_f64().unwrap(),
+        synth["epsilon_spent"].as_f64().unwrap(),
+    );
+    assert!(
+        spent <= target + 1e-9 && spent > 0.99 * target,
+        "{spent} vs {target}"
+    );
+    assert_eq!(synth["vote_rounds"], 2);
+    assert!(synth["generator_sigma"].is_null());
+    let train = std::fs::read_to_string(out.join("synthetic/train.jsonl")).unwrap();
+    assert!(train.lines().count() > 0 && train.contains("\"label\""));
+}
+
+/// The selection bench on the tiny models: every candidate gets an oracle run scored on the
+/// held-out part of the training split, the summary is consistent with the rows, and a rerun
+/// resumes (it trains nothing again).
+#[test]
+fn the_selection_bench_scores_every_candidate_and_resumes() {
+    use dpselft_bench::selection::{run_selection_bench, spearman};
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let bench = selection_bench(tmp.path());
+    let out = tmp.path().join("selection.json");
+    let report = run_selection_bench(&bench, &out, &mut ()).unwrap();
+    let selection: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(bench.work.join("run/selection.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        report.candidates.len(),
+        selection["candidates"].as_array().unwrap().len()
+    );
+    assert_eq!((report.train_examples, report.held_out_examples), (120, 40));
+    let best = report
+        .candidates
+        .iter()
+        .map(|c| c.test_accuracy)
+        .fold(f64::MIN, f64::max);
+    let chosen = report
+        .candidates
+        .iter()
+        .find(|c| c.spec == report.chosen)
+        .unwrap();
+    assert!((report.regret - (best - chosen.test_accuracy)).abs() < 1e-12);
+    let xs: Vec<f64> = report
+        .candidates
+        .iter()
+        .map(|c| c.synthetic_score)
+        .collect();
+    let ys: Vec<f64> = report.candidates.iter().map(|c| c.test_accuracy).collect();
+    assert_eq!(report.spearman, spearman(&xs, &ys));
+    for c in &report.candidates {
+        assert!(
+            c.epsilon_spent <= 4.0 + 1e-9 && c.epsilon_spent > 3.9,
+            "{c:?}"
+        );
+    }
+    assert!(out.with_extension("svg").is_file());
+    let log = std::fs::read_to_string(bench.work.join("oracle.jsonl")).unwrap();
+    let again = run_selection_bench(&bench, &out, &mut ()).unwrap();
+    assert_eq!(again, report);
+    assert_eq!(
+        std::fs::read_to_string(bench.work.join("oracle.jsonl")).unwrap(),
+        log
     );
 }
 

@@ -31,6 +31,8 @@ pub enum Stage {
     SynthHistogram,
     /// The synthetic stage's DP fine-tuning of the generator.
     SynthGenerator,
+    /// A round of Private Evolution's noisy nearest-neighbour vote.
+    SynthVote,
     /// DP fine-tuning of the target model.
     Train,
 }
@@ -38,7 +40,10 @@ pub enum Stage {
 impl Stage {
     /// Whether the stage belongs to the synthetic-data stage.
     pub fn is_synth(self) -> bool {
-        matches!(self, Self::SynthHistogram | Self::SynthGenerator)
+        matches!(
+            self,
+            Self::SynthHistogram | Self::SynthGenerator | Self::SynthVote
+        )
     }
 }
 
@@ -47,6 +52,7 @@ impl std::fmt::Display for Stage {
         f.write_str(match self {
             Self::SynthHistogram => "synth: label histogram",
             Self::SynthGenerator => "synth: generator",
+            Self::SynthVote => "synth: evolution vote",
             Self::Train => "train",
         })
     }

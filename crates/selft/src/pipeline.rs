@@ -156,7 +156,7 @@ fn synth_stage(
     load_test(r, private.labels())?;
     let delta_override = check_delta_for_examples(r.delta, private.len(), r.allow_large_delta)?;
     let generator = Model::load(&paths.generator, &Device::Cpu)?;
-    drop(Model::load(&paths.model, &Device::Cpu)?);
+    let target = Model::load(&paths.model, &Device::Cpu)?;
     let mut ledger = PrivacyLedger::create(&ledger_path, r.delta)?;
     if let Some(o) = delta_override {
         ledger.record_override(o)?;
@@ -168,6 +168,7 @@ fn synth_stage(
         &private,
         SynthInputs {
             generator,
+            target: &target,
             generator_name: &r.generator,
             task: r.task,
             ledger: &ledger_path,
@@ -231,7 +232,9 @@ fn select_stage(
         task: r.task,
         candidates: s.candidates,
         perturbation: s.perturbation,
-        steps: s.steps,
+        steps: s.steps_for(plan.total_steps),
+        final_steps: plan.total_steps,
+        final_warmup_steps: 0,
         batch_size: s.batch_size,
         kappa: s.kappa,
         seeds: s.seeds,
@@ -239,6 +242,7 @@ fn select_stage(
         final_batch_size: plan.sampling_rate * n as f64,
         clip: t.clip,
         lr: t.lr,
+        lr_grid: s.lr_grid.clone(),
         optimizer: t.optimizer,
         max_seq_len: s.max_seq_len,
         max_tokens: t.max_tokens,
@@ -283,7 +287,7 @@ fn train_stage(
     ));
     let started = Instant::now();
     let device = Device::Cpu;
-    let train_config = stage3_config(&config, selection.chosen_spec.clone());
+    let train_config = stage3_config(&config, &selection);
     let options = TrainerOptions {
         shared_ledger: Some(ledger_path.clone()),
         stage: Stage::Train,
@@ -319,17 +323,17 @@ fn train_stage(
     Ok(metrics)
 }
 
-/// Stage 3's training configuration: the run's settings and the chosen set.
-fn stage3_config(config: &RunConfig, trainable: TrainableSpec) -> TrainConfig {
+/// Stage 3's training configuration: the run's settings, the chosen set and its learning rate.
+fn stage3_config(config: &RunConfig, selection: &Selection) -> TrainConfig {
     let (r, t) = (&config.run, &config.train);
     TrainConfig {
         task: r.task,
-        trainable,
+        trainable: selection.chosen_spec.clone(),
         duration: Duration::Epochs(t.epochs),
         batch_size: t.batch_size,
         clip: t.clip,
         automatic_clip_gamma: None,
-        lr: t.lr,
+        lr: selection.chosen_lr,
         optimizer: t.optimizer,
         warmup_steps: 0,
         privacy: r.privacy(),

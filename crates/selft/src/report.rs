@@ -113,6 +113,34 @@ fn write_stages(
     let _ = writeln!(s, "\nTotal wall time: {:.0} s.\n", m.wall_s);
 }
 
+/// What the synthetic stage did: its histogram, then the generator's training or the votes.
+fn synth_description(config: &RunConfig, synth: &SynthReport) -> String {
+    let histogram = synth
+        .histogram_sigma
+        .map_or_else(|| "–".into(), |x| format!("{x:.2}"));
+    let texts = synth.samples_per_label.iter().sum::<usize>();
+    let name = config.synth.synthesizer().name();
+    match (
+        config.synth.generator(),
+        synth.generator_sigma,
+        synth.vote_sigma,
+    ) {
+        (Some(g), Some(sigma), _) => format!(
+            "{name}: histogram σ = {histogram}, generator `{}` σ = {sigma:.4} (q = {:.4}, {} \
+             steps); {texts} texts sampled",
+            g.trainable,
+            synth.generator_sampling_rate.unwrap_or(0.0),
+            g.steps
+        ),
+        (_, _, Some(vote)) => format!(
+            "{name}: histogram σ = {histogram}, {} voting rounds σ = {vote:.2}; {texts} texts in \
+             the pool",
+            synth.vote_rounds
+        ),
+        _ => format!("{name}: histogram σ = {histogram}; {texts} texts"),
+    }
+}
+
 /// What each stage did (synthesis, selection, training), in stage order.
 fn stage_descriptions(
     config: &RunConfig,
@@ -121,27 +149,15 @@ fn stage_descriptions(
     m: &RunMetrics,
 ) -> [String; 3] {
     [
+        synth_description(config, synth),
         format!(
-            "histogram σ = {}, generator `{}` σ = {:.4} (q = {:.4}, {} steps); {} texts kept",
-            synth
-                .histogram_sigma
-                .map(|x| format!("{x:.2}"))
-                .unwrap_or_else(|| "–".into()),
-            config
-                .synth
-                .generator()
-                .map_or("–".into(), |g| g.trainable.to_string()),
-            synth.generator_sigma,
-            synth.generator_sampling_rate,
-            config.synth.generator().map_or(0, |g| g.steps),
-            synth.samples_per_label.iter().sum::<usize>()
-        ),
-        format!(
-            "{} candidates, {} perturbation, τ = {} → `{}`",
+            "{} candidates, {} perturbation, τ = {} of T = {} steps → `{}` at lr {:.2e}",
             selection.candidates.len(),
             selection.config.perturbation,
             selection.config.steps,
-            selection.chosen_spec
+            selection.config.final_steps,
+            selection.chosen_spec,
+            selection.chosen_lr
         ),
         format!(
             "σ = {:.4}, q = {:.4}, {} steps on n = {}, {} trainable parameters",
@@ -161,26 +177,35 @@ fn write_selection(s: &mut String, synth: &SynthReport, selection: &Selection) {
     let _ = writeln!(s, "![candidate scores](selection.svg)\n");
     let _ = writeln!(
         s,
-        "Scores are measured on the synthetic validation split ({} examples): differences \
-         smaller than one example ({:.4}) are noise.\n",
-        synth.val_examples,
-        1.0 / synth.val_examples.max(1) as f64
+        "Scores are −(mean loss) on the synthetic validation split ({} examples), averaged over \
+         {} seed(s) (± their standard deviation); round 0 rows are the chosen set at the other \
+         learning rates of the grid.\n",
+        synth.val_examples, selection.config.seeds
     );
     let _ = writeln!(
         s,
-        "| round | set | parameters | radius ρ | S_val score | S_val loss |"
+        "| round | set | lr | parameters | radius ρ | S_val score | S_val accuracy |"
     );
-    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
-    for c in &selection.candidates {
-        let mark = if c.blocks == selection.chosen {
-            " **←**"
-        } else {
-            ""
-        };
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|");
+    for c in selection
+        .candidates
+        .iter()
+        .chain(selection.lr_trials.iter().skip(1))
+    {
+        let chosen = c.blocks == selection.chosen && c.lr == selection.chosen_lr;
+        let mark = if chosen { " **←**" } else { "" };
         let _ = writeln!(
             s,
-            "| {} | `{}`{} | {} | {:.3e} | {:.4} | {:.4} |",
-            c.round, c.spec, mark, c.params, c.radius, c.score, c.loss
+            "| {} | `{}`{} | {:.1e} | {} | {:.3e} | {:.4} ± {:.4} | {} |",
+            c.round,
+            c.spec,
+            mark,
+            c.lr,
+            c.params,
+            c.radius,
+            c.score,
+            c.score_std,
+            c.accuracy.map_or("–".into(), |a| format!("{a:.3}"))
         );
     }
 }

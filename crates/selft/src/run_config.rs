@@ -85,10 +85,13 @@ pub struct SelectSection {
     pub candidates: Candidates,
     /// `worst-case`, `gaussian` or `none`.
     pub perturbation: Perturbation,
-    /// Steps τ per candidate.
-    pub steps: u64,
-    /// Examples per selection step.
+    /// Steps τ per candidate, as a fraction of the final run's T steps (τ = ⌈f·T⌉, at least 1).
+    pub step_fraction: f64,
+    /// Examples per selection step (a compute setting: the radius uses the final B).
     pub batch_size: usize,
+    /// Multiples of `train.lr` at which the chosen set is trained again on the synthetic data;
+    /// the best on S_val is the final run's learning rate (empty: `train.lr` as given).
+    pub lr_grid: Vec<f64>,
     /// Radius scale κ.
     pub kappa: f64,
     /// Runs per candidate.
@@ -102,12 +105,41 @@ impl Default for SelectSection {
         Self {
             candidates: Candidates::Greedy(2),
             perturbation: Perturbation::WorstCase,
-            steps: 4,
-            batch_size: 16,
+            step_fraction: 0.25,
+            batch_size: 32,
+            lr_grid: vec![0.3, 1.0, 3.0],
             kappa: 1.0,
             seeds: 1,
             max_seq_len: 64,
         }
+    }
+}
+
+impl SynthSection {
+    /// The settings of `scale` (the defaults are [`Scale::Small`]): at the full scale S_val holds
+    /// about 500 examples or more, and the DP generator trains for a real budget.
+    pub fn scale_to(&mut self, scale: Scale) {
+        if scale == Scale::Small {
+            return;
+        }
+        match self {
+            SynthSection::DpGenerator(g) => {
+                g.num_samples = 3000;
+                g.steps = 40;
+                g.batch_size = 256;
+            }
+            SynthSection::PrivateEvolution(e) => {
+                e.num_samples = 3000;
+                e.rounds = 3;
+            }
+        }
+    }
+}
+
+impl SelectSection {
+    /// τ for a final run of `final_steps` steps.
+    pub fn steps_for(&self, final_steps: u64) -> u64 {
+        ((self.step_fraction * final_steps as f64).ceil() as u64).max(1)
     }
 }
 
@@ -171,14 +203,10 @@ impl RunConfig {
         if scale == Scale::Full {
             c.run.train_limit = None;
             c.run.test_limit = None;
-            if let Some(g) = c.synth.generator_mut() {
-                g.num_samples = 2000;
-                g.steps = 40;
-                g.batch_size = 64;
-            }
+            c.synth.scale_to(scale);
             c.select.candidates = Candidates::Greedy(3);
-            c.select.steps = 20;
-            c.select.batch_size = 64;
+            c.select.step_fraction = 1.0;
+            c.select.batch_size = 128;
             c.select.max_seq_len = 128;
             c.train.batch_size = 512;
             c.train.epochs = 5.0;
@@ -220,6 +248,18 @@ impl RunConfig {
             return Err(SelftError::Config(format!(
                 "run.synth_fraction {} must be in (0, 1)",
                 r.synth_fraction
+            )));
+        }
+        let s = &self.select;
+        if !(s.step_fraction > 0.0 && s.step_fraction <= 1.0) {
+            return Err(SelftError::Config(format!(
+                "select.step_fraction {} must be in (0, 1]",
+                s.step_fraction
+            )));
+        }
+        if let Some(m) = s.lr_grid.iter().find(|m| !(m.is_finite() && **m > 0.0)) {
+            return Err(SelftError::Config(format!(
+                "select.lr_grid: {m} is not a multiple > 0 of train.lr"
             )));
         }
         self.synth.synthesizer().validate()

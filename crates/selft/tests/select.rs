@@ -1,11 +1,12 @@
 //! The selection stage on a tiny random BERT and a small synthetic folder: the perturbation
-//! regimes (worst-case radius ∝ √d; κ = 0 and σ = 0 reduce to plain clipped training; gaussian
-//! noise of the DP scale changes the result), the candidate strategies, and the helpers of the
-//! synthetic stage.
+//! regimes (worst-case radius = the final run's noise displacement under its optimizer, ∝ √d;
+//! κ = 0 and σ = 0 reduce to plain clipped training; gaussian noise of the DP scale changes the
+//! result), the score and its spread, the learning-rate grid, the candidate strategies, and the
+//! helpers of the synthetic stage.
 
 use std::path::Path;
 
-use dpselft_dp::{OptimizerKind, Task};
+use dpselft_dp::{LrSchedule, NoiseStep, OptimizerKind, Task};
 use dpselft_model::Model;
 use dpselft_selft::select::{Candidates, Perturbation, SelectConfig, candidate_sets, select};
 use dpselft_selft::synth::{apportion, filter_texts, label_prompt};
@@ -40,6 +41,8 @@ fn config(perturbation: Perturbation) -> SelectConfig {
         candidates: Candidates::Windows(2),
         perturbation,
         steps: 4,
+        final_steps: 8,
+        final_warmup_steps: 0,
         batch_size: 16,
         kappa: 1.0,
         seeds: 1,
@@ -47,6 +50,7 @@ fn config(perturbation: Perturbation) -> SelectConfig {
         final_batch_size: 64.0,
         clip: 1.0,
         lr: 0.05,
+        lr_grid: Vec::new(),
         optimizer: OptimizerKind::default(),
         max_seq_len: 16,
         max_tokens: 128,
@@ -56,15 +60,34 @@ fn config(perturbation: Perturbation) -> SelectConfig {
 }
 
 #[test]
-fn worst_case_radius_grows_as_the_square_root_of_the_set_size() {
+fn worst_case_radius_is_the_final_runs_noise_displacement_under_its_optimizer() {
     let tmp = tempfile::tempdir().unwrap();
     let data = synthetic(tmp.path());
     let c = config(Perturbation::WorstCase);
     let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
-    assert_eq!(sel.candidates.len(), 3 + 2, "windows:2 over 3 blocks");
+    assert_eq!(
+        sel.candidates.len(),
+        1 + 3 + 2,
+        "the head alone, then windows:2 over 3 blocks"
+    );
+    assert!(sel.candidates[0].blocks.is_empty());
+    assert_eq!(sel.candidates[0].spec.to_string(), "head");
+    // Candidate step k stands for final step 2k (τ = 4 of T = 8); the radius is κ times the
+    // AdamW noise displacement there, averaged over the τ steps.
+    let noise = NoiseStep {
+        optimizer: c.optimizer,
+        schedule: LrSchedule {
+            peak_lr: c.lr,
+            warmup_steps: 0,
+            total_steps: 8,
+        },
+        noise_std: c.noise_multiplier * c.clip / c.final_batch_size,
+    };
     for r in &sel.candidates {
-        let want = c.kappa * c.lr * c.noise_multiplier * c.clip * (r.params as f64).sqrt()
-            / c.final_batch_size;
+        let want = (1..=4u64)
+            .map(|k| c.kappa * noise.displacement(2 * k, r.params))
+            .sum::<f64>()
+            / 4.0;
         assert!(
             (r.radius - want).abs() <= 1e-12 * want,
             "{} vs {want}",
@@ -76,7 +99,55 @@ fn worst_case_radius_grows_as_the_square_root_of_the_set_size() {
     assert!(two.params > one.params && two.radius > one.radius);
     let ratio = two.radius / one.radius;
     assert!((ratio - (two.params as f64 / one.params as f64).sqrt()).abs() < 1e-9);
-    assert!(sel.chosen_spec.to_string().starts_with("head,block."));
+    assert!(sel.chosen_spec.to_string().starts_with("head"));
+}
+
+#[test]
+fn the_score_is_the_negative_val_loss_with_its_spread_over_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let mut c = config(Perturbation::Gaussian);
+    c.seeds = 3;
+    c.candidates = Candidates::Singles;
+    let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    for r in &sel.candidates {
+        assert_eq!(r.seed_scores.len(), 3);
+        let mean = r.seed_scores.iter().sum::<f64>() / 3.0;
+        let var = r
+            .seed_scores
+            .iter()
+            .map(|s| (s - mean).powi(2))
+            .sum::<f64>()
+            / 2.0;
+        assert!((r.score - mean).abs() < 1e-12 && (r.loss + mean).abs() < 1e-12);
+        assert!((r.score_std - var.sqrt()).abs() < 1e-12 && r.score_std > 0.0);
+        let acc = r.accuracy.unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+    }
+}
+
+#[test]
+fn the_learning_rate_grid_picks_the_best_rate_for_the_chosen_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let mut c = config(Perturbation::WorstCase);
+    c.candidates = Candidates::Singles;
+    c.lr_grid = vec![0.1, 1.0, 4.0];
+    let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    let lrs: Vec<f64> = sel.lr_trials.iter().map(|t| t.lr).collect();
+    assert_eq!(lrs, vec![c.lr, c.lr * 0.1, c.lr * 4.0]);
+    for t in &sel.lr_trials {
+        assert_eq!(t.blocks, sel.chosen);
+    }
+    let top = sel
+        .lr_trials
+        .iter()
+        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .unwrap();
+    assert_eq!(sel.chosen_lr, top.lr);
+    // The radius scales with the learning rate (AdamW: ‖Δw‖ ∝ η).
+    let (base, big) = (&sel.lr_trials[0], &sel.lr_trials[2]);
+    assert!((big.radius / base.radius - 4.0).abs() < 1e-9);
 }
 
 #[test]
@@ -106,8 +177,8 @@ fn greedy_grows_only_while_the_score_improves() {
     let mut c = config(Perturbation::WorstCase);
     c.candidates = Candidates::Greedy(3);
     let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
-    let singles: Vec<_> = sel.candidates.iter().filter(|r| r.round == 1).collect();
-    assert_eq!(singles.len(), 3);
+    let first: Vec<_> = sel.candidates.iter().filter(|r| r.round == 1).collect();
+    assert_eq!(first.len(), 1 + 3, "the head alone and the singles");
     // Every later round extends the best set of the round before by one block.
     for round in 2..=3 {
         let this: Vec<_> = sel.candidates.iter().filter(|r| r.round == round).collect();
@@ -190,5 +261,12 @@ fn filtering_drops_short_and_duplicate_texts() {
     assert_eq!((short, dup), (1, 1));
     assert_eq!(kept[0].1, "a fine long text");
     assert_eq!(kept.len(), 2);
-    assert_eq!(label_prompt("science_fiction"), "science fiction\n");
+    assert_eq!(
+        label_prompt("{label}\n", "science_fiction"),
+        "science fiction\n"
+    );
+    assert!(
+        label_prompt(dpselft_selft::synth::DEFAULT_PROMPT, "science_fiction")
+            .contains("category \"science fiction\".<|im_end|>")
+    );
 }

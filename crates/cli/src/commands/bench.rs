@@ -42,6 +42,12 @@ pub enum BenchCommand {
     DpOverhead(DpOverheadArgs),
     /// The privacy–utility grid: dp-selft against every baseline at the same (ε, δ).
     Utility(Box<super::bench_utility::UtilityArgs>),
+    /// How much of the task the synthetic data carry: a fixed probe trained on them, scored on
+    /// the real test split, against the same probe on real data and the majority floor.
+    Synthetic(Box<super::bench_synthetic::SyntheticArgs>),
+    /// The selection's choice against the oracle: every candidate DP-fine-tuned on the private
+    /// training data and scored on a held-out part of it (never the test split).
+    Selection(Box<super::bench_selection::SelectionArgs>),
 }
 
 /// Arguments of `dpselft bench dp-overhead`.
@@ -87,6 +93,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => dp_overhead(&args).map(|_| ()),
         },
         BenchCommand::Utility(args) => super::bench_utility::run(*args),
+        BenchCommand::Synthetic(args) => super::bench_synthetic::run(*args),
+        BenchCommand::Selection(args) => super::bench_selection::run(*args),
     }
 }
 

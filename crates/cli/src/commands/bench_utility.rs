@@ -69,11 +69,18 @@ pub enum TaskArg {
 }
 
 /// Runs `dpselft bench utility`.
+impl TaskArg {
+    /// The task it names.
+    pub fn task(self) -> dpselft_data::BenchmarkTask {
+        match self {
+            TaskArg::BrownGenre => dpselft_data::BenchmarkTask::BrownGenre,
+            TaskArg::Spam => dpselft_data::BenchmarkTask::Spam,
+        }
+    }
+}
+
 pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
-    let task = match args.task {
-        TaskArg::BrownGenre => dpselft_data::BenchmarkTask::BrownGenre,
-        TaskArg::Spam => dpselft_data::BenchmarkTask::Spam,
-    };
+    let task = args.task.task();
     if args.epsilons.iter().any(|e| !(e.is_finite() && *e > 0.0)) || args.seeds == 0 {
         return Err(UsageError("--epsilons must be > 0 and --seeds ≥ 1".into()).into());
     }
@@ -124,7 +131,7 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
 }
 
 /// Plain log lines: a grid runs for hours, usually without a terminal.
-struct Log;
+pub struct Log;
 
 impl dpselft_dp::Observer for Log {}
 

@@ -3,6 +3,8 @@
 
 pub mod account;
 pub mod bench;
+pub mod bench_selection;
+pub mod bench_synthetic;
 pub mod bench_utility;
 pub mod data;
 pub mod eval;

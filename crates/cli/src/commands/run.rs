@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use dpselft_dp::{EvalMetrics, Observer, StepMetrics, TrainPlan};
 use dpselft_selft::pipeline::{self, ResolvedPaths, RunConfig, Scale};
-use dpselft_selft::{Candidates, Perturbation, Progress};
+use dpselft_selft::{Candidates, Perturbation, Progress, SynthSection};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -62,6 +62,9 @@ pub struct Args {
     /// Seed for a reproducible experiment (seeds the noise too; the ledger says so).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The synthesizer of stage 1, with its default settings: dp-generator or private-evolution.
+    #[arg(long)]
+    pub synthesizer: Option<String>,
     /// Synthetic texts to sample, N_syn.
     #[arg(long)]
     pub num_synthetic: Option<usize>,
@@ -71,9 +74,13 @@ pub struct Args {
     /// Perturbation of the selection: worst-case, gaussian, none.
     #[arg(long)]
     pub perturbation: Option<String>,
-    /// Selection steps τ per candidate.
+    /// Selection steps τ per candidate as a fraction of the fine-tuning's T steps.
     #[arg(long)]
-    pub tau: Option<u64>,
+    pub select_step_fraction: Option<f64>,
+    /// Multiples of --lr tried on the chosen set (comma-separated); the best on the synthetic
+    /// validation split is the fine-tuning's learning rate. `1` alone: keep --lr.
+    #[arg(long, value_delimiter = ',')]
+    pub lr_grid: Option<Vec<f64>>,
     /// Radius scale κ of the worst-case perturbation.
     #[arg(long)]
     pub kappa: Option<f64>,
@@ -86,7 +93,8 @@ pub struct Args {
     /// Clip norm C.
     #[arg(long)]
     pub clip: Option<f64>,
-    /// Peak learning rate of the fine-tuning (and of the selection's candidates).
+    /// Peak learning rate of the selection's candidates, and the centre of its learning-rate grid
+    /// for the fine-tuning.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Fine-tuning epochs.
@@ -140,18 +148,14 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
     if args.seed.is_some() {
         r.seed = args.seed;
     }
-    match c.synth.generator_mut() {
-        Some(g) => set(&mut g.num_samples, args.num_synthetic),
-        None if args.num_synthetic.is_some() => {
-            return Err(UsageError(
-                "--num-synthetic sets the DP generator's sample count; this configuration's \
-                 synthesizer has none"
-                    .into(),
-            )
-            .into());
+    if let Some(name) = &args.synthesizer {
+        c.synth =
+            SynthSection::named(name).map_err(|e| UsageError(format!("--synthesizer: {e}")))?;
+        if let Some(ScaleArg::Full) = args.scale {
+            c.synth.scale_to(Scale::Full);
         }
-        None => {}
     }
+    set(c.synth.num_samples_mut(), args.num_synthetic);
     let s = &mut c.select;
     if let Some(v) = &args.candidates {
         s.candidates = v
@@ -163,7 +167,8 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
             .parse::<Perturbation>()
             .map_err(|e| UsageError(format!("--perturbation: {e}")))?;
     }
-    set(&mut s.steps, args.tau);
+    set(&mut s.step_fraction, args.select_step_fraction);
+    set(&mut s.lr_grid, args.lr_grid.clone());
     set(&mut s.kappa, args.kappa);
     set(&mut s.seeds, args.select_seeds);
     let t = &mut c.train;
@@ -255,11 +260,21 @@ pub fn select(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&selection)?);
     } else {
-        println!("chosen: {}", selection.chosen_spec);
-        for c in &selection.candidates {
+        println!(
+            "chosen: {} at lr {:.2e}",
+            selection.chosen_spec, selection.chosen_lr
+        );
+        for c in selection.candidates.iter().chain(&selection.lr_trials) {
             println!(
-                "  round {}  {:<28} score {:.4}  loss {:.4}  params {:>9}  ρ {:.3e}",
-                c.round, c.spec, c.score, c.loss, c.params, c.radius
+                "  round {}  {:<28} lr {:.1e}  score {:.4} ± {:.4}  acc {}  params {:>9}  ρ {:.3e}",
+                c.round,
+                c.spec,
+                c.lr,
+                c.score,
+                c.score_std,
+                c.accuracy.map_or("-".into(), |a| format!("{a:.3}")),
+                c.params,
+                c.radius
             );
         }
     }

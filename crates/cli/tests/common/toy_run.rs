@@ -52,7 +52,7 @@ min_chars = 4
 
 [select]
 candidates = "greedy:2"
-steps = 3
+step_fraction = 0.3
 batch_size = 8
 
 [train]
@@ -62,6 +62,24 @@ lr = 0.01
 max_seq_len = 12
 max_tokens = 256
 "#;
+
+/// The `[synth]` section of [`CONFIG`] for Private Evolution (sized for seconds).
+pub const EVOLUTION_SYNTH: &str = r#"[synth]
+synthesizer = "private-evolution"
+num_samples = 40
+rounds = 2
+max_new_tokens = 8
+generation_batch = 20
+embed_seq_len = 12
+min_chars = 4
+"#;
+
+/// [`CONFIG`] with its `[synth]` section replaced by `synth`.
+pub fn config_with_synth(synth: &str) -> String {
+    let start = CONFIG.find("[synth]").unwrap();
+    let end = CONFIG.find("[select]").unwrap();
+    format!("{}{synth}\n{}", &CONFIG[..start], &CONFIG[end..])
+}
 
 pub fn setup(root: &Path) -> Vec<String> {
     tiny_models(root);
@@ -131,5 +149,24 @@ pub fn grid_bench(root: &Path, methods: &[&str], epsilons: &[f64]) -> UtilityBen
         test_limit: None,
         methods_file: MethodsFile::load(&root.join("methods.toml")).unwrap(),
         out: root.join("grid"),
+    }
+}
+
+/// The selection-vs-oracle bench over the toy models and data of [`setup`] (call it first),
+/// working in `root/selection-bench`.
+pub fn selection_bench(root: &Path) -> dpselft_bench::selection::SelectionBench {
+    let mut config = dpselft_selft::RunConfig::load(&root.join("config.toml")).unwrap();
+    config.run.train_data = root.join("train.jsonl");
+    config.run.train_limit = None;
+    config.run.seed = Some(3);
+    dpselft_bench::selection::SelectionBench {
+        task: "tiny".into(),
+        config,
+        paths: ResolvedPaths {
+            model: root.join("target"),
+            generator: root.join("generator"),
+        },
+        held_out_fraction: 0.25,
+        work: root.join("selection-bench"),
     }
 }

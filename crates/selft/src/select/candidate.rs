@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{D, DType, Tensor};
 use dpselft_dp::{
     Clipping, DpOptimizer, DpOptimizerConfig, EncodedSet, HeadChoice, LrSchedule, NoiseRng,
-    PrefixCache, Task, TrainableParams, blocks_spec, clip_sum, per_example_loss_masked,
+    NoiseStep, PrefixCache, TrainableParams, blocks_spec, clip_sum, per_example_loss_masked,
     prepare_model, split_by_tokens,
 };
 use dpselft_model::{Ctx, Model};
@@ -61,18 +61,19 @@ impl Boundaries {
     }
 }
 
-/// Trains one candidate `config.seeds` times and scores it.
+/// Trains one candidate `config.seeds` times at peak learning rate `lr` and scores it.
 pub(super) fn train_candidate(
     source: &ModelSource<'_>,
     blocks: &[usize],
     round: usize,
+    lr: f64,
     config: &SelectConfig,
     sets: &mut Sets,
 ) -> Result<CandidateResult> {
     let started = Instant::now();
     let spec = blocks_spec(blocks, config.task);
-    let (mut scores, mut losses) = (Vec::new(), Vec::new());
-    let (mut params_count, mut radius) = (0, 0.0);
+    let mut runs = Vec::new();
+    let (mut params_count, mut radii) = (0, Vec::new());
     for s in 0..config.seeds {
         let mut model = source()?;
         prepare_model(
@@ -84,41 +85,54 @@ pub(super) fn train_candidate(
         )?;
         let params = TrainableParams::of(&model)?;
         params_count = params.num_scalars();
-        radius = match config.perturbation {
-            Perturbation::WorstCase => {
-                config.kappa
-                    * config.lr
-                    * config.noise_multiplier
-                    * config.clip
-                    * (params_count as f64).sqrt()
-                    / config.final_batch_size
-            }
-            _ => 0.0,
-        };
+        radii = radii_per_step(config, lr, params_count);
         let low = model.lowest_trainable_block();
         let mut train_cache = sets.train.at(&model, low, config.max_tokens)?;
         let mut val_cache = sets.val.at(&model, low, config.max_tokens)?;
         let seed = config.seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut trainer = CandidateTrainer::new(&params, config, radius, seed)?;
+        let mut trainer = CandidateTrainer::new(&params, config, lr, radii.clone(), seed)?;
         for _ in 0..config.steps {
             trainer.step(&model, &params, &sets.train.set, &mut train_cache)?;
         }
-        let (score, loss) = score(&model, &sets.val.set, &mut val_cache, config)?;
-        scores.push(score);
-        losses.push(loss);
+        runs.push(score(
+            &model,
+            &sets.val.set,
+            &mut val_cache,
+            config.max_tokens,
+        )?);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    Ok(CandidateResult {
-        blocks: blocks.to_vec(),
+    let mean_radius = radii.iter().sum::<f64>() / radii.len().max(1) as f64;
+    Ok(CandidateResult::from_runs(
+        blocks.to_vec(),
         spec,
-        params: params_count,
-        radius,
-        score: mean(&scores),
-        loss: mean(&losses),
-        seed_scores: scores,
+        (params_count, mean_radius, lr),
+        &runs,
         round,
-        wall_s: started.elapsed().as_secs_f64(),
-    })
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The worst-case radius of each of the candidate's τ steps (0 unless worst-case): κ times the
+/// displacement the final run's noise causes at the final step the candidate's step stands for
+/// (step k of τ ↦ step ⌈k·T/τ⌉ of T, so the learning-rate schedule lines up), under the final
+/// run's optimizer ([`NoiseStep::displacement`]).
+pub(super) fn radii_per_step(config: &SelectConfig, lr: f64, params: usize) -> Vec<f64> {
+    if config.perturbation != Perturbation::WorstCase {
+        return vec![0.0; config.steps as usize];
+    }
+    let noise = NoiseStep {
+        optimizer: config.optimizer,
+        schedule: LrSchedule {
+            peak_lr: lr,
+            warmup_steps: config.final_warmup_steps,
+            total_steps: config.final_steps,
+        },
+        noise_std: config.noise_multiplier * config.clip / config.final_batch_size,
+    };
+    let (tau, big_t) = (config.steps, config.final_steps);
+    (1..=tau)
+        .map(|k| config.kappa * noise.displacement((k * big_t).div_ceil(tau), params))
+        .collect()
 }
 
 /// The training loop of one candidate run.
@@ -126,7 +140,9 @@ struct CandidateTrainer {
     optimizer: DpOptimizer,
     clipping: Clipping,
     perturbation: Perturbation,
-    radius: f64,
+    /// The worst-case radius of each step.
+    radii: Vec<f64>,
+    taken: usize,
     batch_size: usize,
     max_tokens: usize,
     rng: NoiseRng,
@@ -138,7 +154,8 @@ impl CandidateTrainer {
     fn new(
         params: &TrainableParams,
         config: &SelectConfig,
-        radius: f64,
+        lr: f64,
+        radii: Vec<f64>,
         seed: u64,
     ) -> Result<Self> {
         let b = config.batch_size as f64;
@@ -154,9 +171,11 @@ impl CandidateTrainer {
         let optimizer = DpOptimizer::new(
             DpOptimizerConfig {
                 optimizer: config.optimizer,
+                // The final run's schedule, compressed to the candidate's τ steps.
                 schedule: LrSchedule {
-                    peak_lr: config.lr,
-                    warmup_steps: 0,
+                    peak_lr: lr,
+                    warmup_steps: config.final_warmup_steps * config.steps
+                        / config.final_steps.max(1),
                     total_steps: config.steps,
                 },
                 noise_multiplier,
@@ -170,7 +189,8 @@ impl CandidateTrainer {
             optimizer,
             clipping,
             perturbation: config.perturbation,
-            radius,
+            radii,
+            taken: 0,
             batch_size: config.batch_size,
             max_tokens: config.max_tokens,
             rng: NoiseRng::from_seed(seed),
@@ -203,50 +223,20 @@ impl CandidateTrainer {
     ) -> Result<()> {
         let batch = self.next_batch(set.len());
         let mut sums = self.clipped_sums(model, params, set, cache, &batch)?;
-        if self.perturbation == Perturbation::WorstCase && self.radius > 0.0 {
-            sums = self.sharpness_aware(model, params, set, cache, &batch, sums)?;
+        let radius = self.radii.get(self.taken).copied().unwrap_or(0.0);
+        self.taken += 1;
+        // Sharpness-aware: the clipped sums at w + ρ·ḡ/‖ḡ‖, applied at w.
+        if self.perturbation == Perturbation::WorstCase
+            && radius > 0.0
+            && let Some(saved) = ascend(params, &sums, radius)?
+        {
+            let at_ascent = self.clipped_sums(model, params, set, cache, &batch);
+            restore(params, &saved)?;
+            sums = at_ascent?;
         }
         self.optimizer
             .step(&params.vars, Some(&sums), &mut self.rng)?;
         Ok(())
-    }
-
-    /// The clipped sums at w + ρ·ḡ/‖ḡ‖ (ḡ ∝ `sums`), with the parameters restored to w.
-    fn sharpness_aware(
-        &mut self,
-        model: &Model,
-        params: &TrainableParams,
-        set: &EncodedSet,
-        cache: &mut PrefixCache,
-        batch: &[usize],
-        sums: Vec<Tensor>,
-    ) -> Result<Vec<Tensor>> {
-        let mut norm_sq = 0.0;
-        for s in &sums {
-            norm_sq += s
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
-        }
-        if norm_sq <= 0.0 {
-            return Ok(sums);
-        }
-        let scale = self.radius / norm_sq.sqrt();
-        let saved: Vec<Tensor> = params
-            .vars
-            .iter()
-            .map(|v| v.as_tensor().copy())
-            .collect::<std::result::Result<_, _>>()?;
-        for (v, s) in params.vars.iter().zip(&sums) {
-            let moved = (v.as_tensor() + (s.to_dtype(v.dtype())? * scale)?)?;
-            v.set(&moved)?;
-        }
-        let result = self.clipped_sums(model, params, set, cache, batch);
-        for (v, w) in params.vars.iter().zip(&saved) {
-            v.set(w)?;
-        }
-        result
     }
 
     /// Σ_i c_i g_i per trainable parameter over `batch` (one recorded forward/backward per
@@ -273,16 +263,59 @@ impl CandidateTrainer {
     }
 }
 
-/// (score, mean loss) on S_val: accuracy for classification, −loss for LM.
+/// Moves the parameters to w + ρ·ḡ/‖ḡ‖ (ḡ ∝ `sums`) and returns w, or does nothing and returns
+/// `None` when ḡ = 0.
+fn ascend(params: &TrainableParams, sums: &[Tensor], radius: f64) -> Result<Option<Vec<Tensor>>> {
+    let mut norm_sq = 0.0;
+    for s in sums {
+        norm_sq += s
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+    }
+    if norm_sq <= 0.0 {
+        return Ok(None);
+    }
+    let scale = radius / norm_sq.sqrt();
+    let saved: Vec<Tensor> = params
+        .vars
+        .iter()
+        .map(|v| v.as_tensor().copy())
+        .collect::<std::result::Result<_, _>>()?;
+    for (v, s) in params.vars.iter().zip(sums) {
+        let moved = (v.as_tensor() + (s.to_dtype(v.dtype())? * scale)?)?;
+        v.set(&moved)?;
+    }
+    Ok(Some(saved))
+}
+
+/// Puts the parameters back to `saved`.
+fn restore(params: &TrainableParams, saved: &[Tensor]) -> Result<()> {
+    for (v, w) in params.vars.iter().zip(saved) {
+        v.set(w)?;
+    }
+    Ok(())
+}
+
+/// One trained run's result on S_val: its mean loss and, for classification, its accuracy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct ValResult {
+    pub(super) loss: f64,
+    pub(super) accuracy: Option<f64>,
+}
+
+/// The mean loss and (classification) accuracy on S_val.
 fn score(
     model: &Model,
     set: &EncodedSet,
     cache: &mut PrefixCache,
-    config: &SelectConfig,
-) -> Result<(f64, f64)> {
+    max_tokens: usize,
+) -> Result<ValResult> {
     let all: Vec<usize> = (0..set.len()).collect();
     let (mut loss_sum, mut hits) = (0.0, 0usize);
-    for mb in split_by_tokens(&all, &set.lengths, config.max_tokens)? {
+    let mut labelled = false;
+    for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
         let (b, labels) = set.batch(model, &mb)?;
         let h = cache.states(model, set, &mb, &b)?;
         let out = model
@@ -292,6 +325,7 @@ fn score(
         let losses = per_example_loss_masked(model, &out, &b, labels.as_ref(), mask.as_ref())?;
         loss_sum += losses.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
         if let Some(labels) = &labels {
+            labelled = true;
             let pred = out.argmax(D::Minus1)?.to_dtype(DType::U32)?;
             hits += pred
                 .eq(labels)?
@@ -301,9 +335,8 @@ fn score(
         }
     }
     let n = set.len() as f64;
-    let loss = loss_sum / n;
-    Ok(match config.task {
-        Task::Classify => (hits as f64 / n, loss),
-        Task::Lm => (-loss, loss),
+    Ok(ValResult {
+        loss: loss_sum / n,
+        accuracy: labelled.then(|| hits as f64 / n),
     })
 }

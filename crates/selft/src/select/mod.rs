@@ -1,19 +1,24 @@
 //! Stage 2: noise-matched layer selection on the synthetic data (docs/design.md,
 //! §3). It reads only [`SyntheticData`] (see [`crate::data`]), so it spends no privacy.
 //!
-//! Each candidate set c of blocks (plus the task head) is trained from the pretrained weights for
-//! τ steps on S_train with the final stage's clip norm C, optimizer and learning rate η, under a
+//! The menu is the task head alone and sets of blocks (each with the head, for classification).
+//! Each candidate is trained from the pretrained weights for τ steps on S_train (τ a stated
+//! fraction of the final run's T steps) with the final stage's clip norm C and optimizer, under a
 //! perturbation matched to the final stage's noise multiplier σ_ft and expected batch size B:
-//! - `worst-case`: a sharpness-aware step. With ḡ the clipped mean gradient on c, the radius is
-//!   ρ_c = κ·η·σ_ft·C·√d_c / B (the norm of the noise DP-SGD would add to that step in parameter
-//!   space); the gradient is taken again at w + ρ_c·ḡ/‖ḡ‖ and applied at w. Large sets pay for
-//!   their size as they will under DP.
+//! - `worst-case`: a sharpness-aware step. With ḡ the clipped mean gradient on c, the gradient is
+//!   taken again at w + ρ_k·ḡ/‖ḡ‖ and applied at w, where ρ_k = κ·‖Δw‖ is the norm of the
+//!   displacement the final run's noise alone causes in the corresponding final step, *under
+//!   the final run's optimizer* ([`dpselft_dp::NoiseStep`]: η·σC√d/B for SGD, about
+//!   0.23·η·√d for AdamW). Large sets pay for their size as they will under DP.
 //! - `gaussian`: N(0, σ_ft²C²)/B per coordinate added to ḡ (a simulation of the final run).
 //! - `none`: plain clipped training (what a non-private selector would pick).
 //!
-//! The score is the accuracy on S_val (classification) or −loss (LM), averaged over seeds; ties
-//! go to the lower loss, then to fewer parameters. The frozen blocks below a candidate run once
-//! per synthetic example for the whole stage ([`dpselft_dp::PrefixCache`] per block boundary).
+//! The score is −(mean S_val loss), smooth where accuracy on a few hundred examples is not,
+//! averaged over seeds (their spread is reported; accuracy too); ties go to the higher accuracy,
+//! then to fewer parameters. Then the chosen set is trained again at each learning rate of a
+//! small grid (multiples of η) and the best on S_val becomes the final run's learning rate.
+//! The frozen blocks below a candidate run once per synthetic example for the whole stage
+//! ([`dpselft_dp::PrefixCache`] per block boundary).
 
 use std::time::Instant;
 
@@ -112,8 +117,9 @@ impl std::str::FromStr for Perturbation {
     }
 }
 
-/// Settings of the selection stage. `noise_multiplier`, `final_batch_size`, `clip`, `lr` and
-/// `optimizer` are those of the final fine-tuning stage (the pipeline fills them in).
+/// Settings of the selection stage. `noise_multiplier`, `final_batch_size`, `final_steps`,
+/// `final_warmup_steps`, `clip`, `lr` and `optimizer` are those of the final fine-tuning stage
+/// (the pipeline fills them in).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectConfig {
     /// Classification or LM.
@@ -124,6 +130,10 @@ pub struct SelectConfig {
     pub perturbation: Perturbation,
     /// Training steps τ per candidate.
     pub steps: u64,
+    /// The final stage's steps T (the radius of candidate step k is that of final step ⌈kT/τ⌉).
+    pub final_steps: u64,
+    /// The final stage's warm-up steps.
+    pub final_warmup_steps: u64,
     /// Examples per selection step (a compute setting: the radius uses the final B).
     pub batch_size: usize,
     /// Radius scale κ.
@@ -136,8 +146,11 @@ pub struct SelectConfig {
     pub final_batch_size: f64,
     /// The final stage's clip norm C.
     pub clip: f64,
-    /// The final stage's peak learning rate η.
+    /// The final stage's peak learning rate η (as configured; see `lr_grid`).
     pub lr: f64,
+    /// Multiples of η at which the chosen set is trained again; the best on S_val is the final
+    /// run's learning rate. Empty: keep η.
+    pub lr_grid: Vec<f64>,
     /// The final stage's optimizer.
     pub optimizer: OptimizerKind,
     /// Tokens per example.
@@ -153,24 +166,68 @@ pub struct SelectConfig {
 /// One trained candidate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateResult {
-    /// The blocks trained (with the head).
+    /// The blocks trained (with the head; empty: the head alone).
     pub blocks: Vec<usize>,
     /// Its trainable set.
     pub spec: TrainableSpec,
     /// Trainable scalars d_c (head included).
     pub params: usize,
-    /// The perturbation radius ρ_c (0 unless worst-case).
+    /// Its peak learning rate.
+    pub lr: f64,
+    /// The mean perturbation radius ρ_k over its steps (0 unless worst-case).
     pub radius: f64,
-    /// Mean score over seeds (accuracy on S_val, or −loss for LM).
+    /// Mean score over seeds: −(mean S_val loss).
     pub score: f64,
+    /// Standard deviation of the score over seeds (0 for one seed).
+    pub score_std: f64,
     /// Mean S_val loss over seeds.
     pub loss: f64,
+    /// Mean S_val accuracy over seeds (classification).
+    pub accuracy: Option<f64>,
     /// The score of each seed.
     pub seed_scores: Vec<f64>,
-    /// Greedy round (1 = singles); 1 for the other strategies.
+    /// Greedy round (1 = the head alone and singles); 1 for the other strategies; 0 for the
+    /// learning-rate trials of the chosen set.
     pub round: usize,
     /// Seconds spent on this candidate.
     pub wall_s: f64,
+}
+
+impl CandidateResult {
+    /// Summarises the seeds' S_val results of one candidate.
+    fn from_runs(
+        blocks: Vec<usize>,
+        spec: TrainableSpec,
+        (params, radius, lr): (usize, f64, f64),
+        runs: &[candidate::ValResult],
+        round: usize,
+        wall_s: f64,
+    ) -> Self {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let seed_scores: Vec<f64> = runs.iter().map(|r| -r.loss).collect();
+        let score = mean(&seed_scores);
+        let var = seed_scores.iter().map(|s| (s - score).powi(2)).sum::<f64>()
+            / (seed_scores.len().max(2) - 1) as f64;
+        let accuracies: Option<Vec<f64>> = runs.iter().map(|r| r.accuracy).collect();
+        Self {
+            blocks,
+            spec,
+            params,
+            lr,
+            radius,
+            score,
+            score_std: if seed_scores.len() > 1 {
+                var.sqrt()
+            } else {
+                0.0
+            },
+            loss: -score,
+            accuracy: accuracies.map(|a| mean(&a)),
+            seed_scores,
+            round,
+            wall_s,
+        }
+    }
 }
 
 /// The stage's output (`selection.json`).
@@ -180,10 +237,15 @@ pub struct Selection {
     pub config: SelectConfig,
     /// Every candidate, in the order trained.
     pub candidates: Vec<CandidateResult>,
-    /// The chosen blocks U*.
+    /// The chosen blocks U* (empty: the head alone).
     pub chosen: Vec<usize>,
     /// The chosen set as a trainable spec (head included for classification).
     pub chosen_spec: TrainableSpec,
+    /// The chosen set at each learning rate of the grid: first its own run at η (from the
+    /// candidates), then the other multiples (round 0).
+    pub lr_trials: Vec<CandidateResult>,
+    /// The learning rate of the final run: the best of `lr_trials` on S_val (η without a grid).
+    pub chosen_lr: f64,
     /// Seconds for the whole stage.
     pub wall_s: f64,
 }
@@ -211,64 +273,92 @@ pub fn select(
     };
     drop(probe);
     let mut results: Vec<CandidateResult> = Vec::new();
-    let mut run = |blocks: Vec<usize>, round: usize, progress: &mut dyn Progress| {
-        let r = train_candidate(model, &blocks, round, config, &mut sets)?;
+    let mut run = |blocks: Vec<usize>, round: usize, lr: f64, progress: &mut dyn Progress| {
+        let r = train_candidate(model, &blocks, round, lr, config, &mut sets)?;
         progress.advance(1);
         progress.message(&format!(
-            "select: {:<24} score {:.4}  loss {:.4}  ρ {:.3e}",
-            r.spec, r.score, r.loss, r.radius
+            "select: {:<24} lr {:.1e}  score {:.4} ± {:.4}  acc {}  ρ {:.3e}",
+            r.spec,
+            r.lr,
+            r.score,
+            r.score_std,
+            r.accuracy.map_or("-".into(), |a| format!("{a:.3}")),
+            r.radius
         ));
         Ok::<_, SelftError>(r)
     };
-    let chosen = match config.candidates {
-        Candidates::Singles | Candidates::Windows(_) => {
-            let sets_to_try = candidate_sets(config.candidates, num_blocks);
-            progress.stage("select: training candidates", sets_to_try.len() as u64);
-            for blocks in sets_to_try {
-                results.push(run(blocks, 1, progress)?);
-            }
-            best(&results).blocks.clone()
-        }
-        Candidates::Greedy(k) => {
-            let k = k.min(num_blocks);
-            // An upper bound on the candidates, for the progress bar.
-            let bound: usize = (0..k).map(|r| num_blocks - r).sum();
-            progress.stage("select: training candidates (greedy)", bound as u64);
-            for i in 0..num_blocks {
-                results.push(run(vec![i], 1, progress)?);
-            }
-            let mut current = best(&results).clone();
-            for round in 2..=k {
-                let mut this_round = Vec::new();
-                for j in (0..num_blocks).filter(|j| !current.blocks.contains(j)) {
-                    let mut blocks = current.blocks.clone();
-                    blocks.push(j);
-                    blocks.sort_unstable();
-                    this_round.push(run(blocks, round, progress)?);
-                }
-                let top = best(&this_round).clone();
-                results.extend(this_round);
-                if better(&top, &current) {
-                    current = top;
-                } else {
-                    break;
-                }
-            }
-            current.blocks
-        }
+    // Round 1: the head alone (classification) and the strategy's first sets.
+    let mut first: Vec<Vec<usize>> = match config.task {
+        Task::Classify => vec![Vec::new()],
+        Task::Lm => Vec::new(),
     };
+    first.extend(candidate_sets(config.candidates, num_blocks));
+    let greedy_k = match config.candidates {
+        Candidates::Greedy(k) => k.min(num_blocks),
+        _ => 1,
+    };
+    // An upper bound on the candidates, for the progress bar.
+    let bound = first.len() + (1..greedy_k).map(|r| num_blocks - r).sum::<usize>();
+    let grid = lr_multiples(config);
+    progress.stage("select: training candidates", (bound + grid.len()) as u64);
+    for blocks in first {
+        results.push(run(blocks, 1, config.lr, progress)?);
+    }
+    let mut current = best(&results).clone();
+    // Greedy growth (nothing to grow from the head alone: its extensions are the singles).
+    for round in 2..=greedy_k {
+        if current.blocks.is_empty() {
+            break;
+        }
+        let mut this_round = Vec::new();
+        for j in (0..num_blocks).filter(|j| !current.blocks.contains(j)) {
+            let mut blocks = current.blocks.clone();
+            blocks.push(j);
+            blocks.sort_unstable();
+            this_round.push(run(blocks, round, config.lr, progress)?);
+        }
+        let top = best(&this_round).clone();
+        results.extend(this_round);
+        if better(&top, &current) {
+            current = top;
+        } else {
+            break;
+        }
+    }
+    // The learning rate of the chosen set, on S_val.
+    let mut lr_trials = vec![current.clone()];
+    for m in grid {
+        lr_trials.push(run(current.blocks.clone(), 0, config.lr * m, progress)?);
+    }
+    let chosen_lr = best(&lr_trials).lr;
     progress.finish();
+    let chosen = current.blocks;
     Ok(Selection {
         config: config.clone(),
         candidates: results,
         chosen_spec: blocks_spec(&chosen, config.task),
         chosen,
+        lr_trials,
+        chosen_lr,
         wall_s: started.elapsed().as_secs_f64(),
     })
 }
 
+/// The grid's multiples of η other than 1 (η itself is the chosen candidate's own run).
+fn lr_multiples(config: &SelectConfig) -> Vec<f64> {
+    config
+        .lr_grid
+        .iter()
+        .copied()
+        .filter(|&m| (m - 1.0).abs() > 1e-12)
+        .collect()
+}
+
 fn validate(config: &SelectConfig) -> Result<()> {
     let ok = config.steps > 0
+        && config.final_steps > 0
+        && config.final_warmup_steps <= config.final_steps
+        && config.lr_grid.iter().all(|m| m.is_finite() && *m > 0.0)
         && config.batch_size > 0
         && config.seeds > 0
         && config.kappa >= 0.0
@@ -280,8 +370,8 @@ fn validate(config: &SelectConfig) -> Result<()> {
         Ok(())
     } else {
         Err(SelftError::Config(format!(
-            "select: steps, batch_size, seeds, final batch size, clip and lr must be > 0, κ and \
-             σ ≥ 0 (got {config:?})"
+            "select: steps, final steps, batch_size, seeds, final batch size, clip, lr and the lr \
+             grid's multiples must be > 0, warm-up ≤ final steps, κ and σ ≥ 0 (got {config:?})"
         )))
     }
 }
@@ -296,9 +386,11 @@ pub fn candidate_sets(candidates: Candidates, num_blocks: usize) -> Vec<Vec<usiz
     }
 }
 
-/// Whether `a` beats `b`: higher score, then lower loss, then fewer parameters.
+/// Whether `a` beats `b`: higher score (lower S_val loss), then higher accuracy, then fewer
+/// parameters.
 fn better(a: &CandidateResult, b: &CandidateResult) -> bool {
-    (a.score, -a.loss, -(a.params as f64)) > (b.score, -b.loss, -(b.params as f64))
+    let key = |c: &CandidateResult| (c.score, c.accuracy.unwrap_or(0.0), -(c.params as f64));
+    key(a) > key(b)
 }
 
 fn best(results: &[CandidateResult]) -> &CandidateResult {

@@ -2,8 +2,9 @@
 //!
 //! 1. **Label histogram** (classification, [`super::noisy_histogram`]): σ_h is calibrated so that
 //!    the histogram alone would spend `histogram_share` of the stage's ε.
-//! 2. **Generator**: a causal LM is DP-fine-tuned ([`DpTrainer`]) on `"<label>\n<text>"` with the
-//!    loss on the text only, for a fixed number of Poisson-sampled steps; its σ is calibrated so
+//! 2. **Generator**: a causal LM is DP-fine-tuned ([`DpTrainer`]) on `prompt(label) + text` with
+//!    the loss on the text only (the prompt an instruction built from the public label name,
+//!    [`super::label_prompt`]), for a fixed number of Poisson-sampled steps; its σ is calibrated so
 //!    that histogram and generator *together* meet the stage's ε (composition through the
 //!    shared ledger).
 //! 3. **Sampling** (post-processing): N_syn texts, label-conditioned in the proportions of the
@@ -20,11 +21,11 @@ use dpselft_dp::{
     DpTrainer, Duration, EncodedSet, NoiseRng, OptimizerKind, PrivacyTarget, Start, Task,
     TrainConfig, TrainData, TrainPlan, TrainerOptions,
 };
-use dpselft_model::generate::{SampleParams, generate_ids};
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_privacy::Stage;
 use serde::{Deserialize, Serialize};
 
+use super::sampling::{Sampling, generate_texts};
 use super::{
     Provenance, StageBudget, SynthInputs, SynthReport, Synthesizer, apportion, finish,
     label_prompt, noisy_histogram,
@@ -49,6 +50,9 @@ pub struct GeneratorConfig {
     pub clip: f64,
     /// Peak learning rate of the generator's training (AdamW).
     pub lr: f64,
+    /// The prompt of each label, with `{label}` for its name (see [`super::DEFAULT_PROMPT`]);
+    /// the generator is trained and sampled with it.
+    pub prompt: String,
     /// Tokens per training example (prompt + text).
     pub max_seq_len: usize,
     /// Tokens generated per synthetic text at most.
@@ -79,7 +83,8 @@ impl Default for GeneratorConfig {
             batch_size: 24,
             clip: 1.0,
             lr: 1e-3,
-            max_seq_len: 64,
+            prompt: super::DEFAULT_PROMPT.to_string(),
+            max_seq_len: 80,
             max_new_tokens: 48,
             temperature: 0.7,
             top_p: 0.9,
@@ -93,6 +98,16 @@ impl Default for GeneratorConfig {
 }
 
 impl GeneratorConfig {
+    /// The sampling settings.
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            batch: self.generation_batch,
+        }
+    }
+
     /// Checks every value.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(SelftError::Config(format!("synth: {m}")));
@@ -112,6 +127,12 @@ impl GeneratorConfig {
             return bad(format!(
                 "val_fraction {} must be in (0, 1)",
                 self.val_fraction
+            ));
+        }
+        if !self.prompt.contains("{label}") {
+            return bad(format!(
+                "prompt {:?} must contain {{label}} (where the label's name goes)",
+                self.prompt
             ));
         }
         if self.generation_batch == 0 || self.max_new_tokens == 0 || self.steps == 0 {
@@ -210,8 +231,10 @@ fn run(
         histogram_sigma,
         noisy_counts,
         samples_per_label: per_label,
-        generator_sigma: plan.noise_multiplier,
-        generator_sampling_rate: plan.sampling_rate,
+        generator_sigma: Some(plan.noise_multiplier),
+        generator_sampling_rate: Some(plan.sampling_rate),
+        vote_sigma: None,
+        vote_rounds: 0,
         train_s,
         generate_s,
         wall_s: stage_started.elapsed().as_secs_f64(),
@@ -249,7 +272,7 @@ fn sampling_plan(
     }
 }
 
-/// Step 2: DP fine-tuning of the generator on `"<label>\n<text>"` (the loss on the text only),
+/// Step 2: DP fine-tuning of the generator on `prompt(label) + text` (the loss on the text only),
 /// through the run's shared ledger.
 fn train_generator(
     config: &GeneratorConfig,
@@ -264,7 +287,7 @@ fn train_generator(
         .iter()
         .map(|e| {
             let prompt = match data.label_name(e) {
-                Some(l) if labelled => label_prompt(l),
+                Some(l) if labelled => label_prompt(&config.prompt, l),
                 _ => String::new(),
             };
             (prompt, e.text.clone())
@@ -324,49 +347,20 @@ fn sample_texts(
     rng: &mut NoiseRng,
     progress: &mut dyn Progress,
 ) -> Result<Vec<(Option<usize>, String)>> {
-    let tok = generator.tokenizer()?;
-    let mut prompts: Vec<(Option<usize>, Vec<u32>)> = Vec::new();
+    let mut prompts: Vec<(Option<usize>, String)> = Vec::new();
     for (l, &n) in per_label.iter().enumerate() {
-        let (label, ids) = match labels.get(l) {
-            Some(name) => (
-                Some(l),
-                dpselft_model::tokenizer::encode(tok, &label_prompt(name), false)?,
-            ),
-            None => (None, Vec::new()),
+        let prompt = match labels.get(l) {
+            Some(name) => (Some(l), label_prompt(&config.prompt, name)),
+            None => (None, String::new()),
         };
-        prompts.extend(std::iter::repeat_n((label, ids), n));
+        prompts.extend(std::iter::repeat_n(prompt, n));
     }
-    // Prompt and continuation must fit the generator's position table.
-    let longest = prompts
-        .iter()
-        .map(|(_, p)| p.len().max(1))
-        .max()
-        .unwrap_or(1);
-    let room = generator.config.max_positions().saturating_sub(longest);
-    if room == 0 {
-        return Err(SelftError::Config(format!(
-            "the generator takes {} positions; the longest label prompt already has {longest}",
-            generator.config.max_positions()
-        )));
-    }
-    let max_new_tokens = config.max_new_tokens.min(room);
-    progress.stage("synth: sampling texts", prompts.len() as u64);
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(config.generation_batch) {
-        let ids: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| p.clone()).collect();
-        let params = SampleParams {
-            max_new_tokens,
-            temperature: config.temperature,
-            top_p: config.top_p,
-            seed: (rng.uniform_f64() * u64::MAX as f64) as u64,
-        };
-        let generated = generate_ids(generator, &ids, &params)?;
-        for ((label, _), new) in chunk.iter().zip(generated) {
-            let text = dpselft_model::tokenizer::decode(tok, &new, true)?;
-            out.push((*label, text));
-        }
-        progress.advance(chunk.len() as u64);
-    }
-    progress.finish();
-    Ok(out)
+    generate_texts(
+        generator,
+        &prompts,
+        &config.sampling(),
+        rng,
+        "synth: sampling texts",
+        progress,
+    )
 }

@@ -7,11 +7,17 @@
 //! (`synthesizer = "dp-generator"`, the default when the key is absent) with its settings.
 //! Adding one is a new file with the implementation plus a variant of [`SynthSection`].
 //!
-//! Built: [`dp_generator`], the DP-fine-tuned generator. Shared by every synthesizer here: the
-//! noisy label histogram ([`noisy_histogram`]), the apportioning of samples to labels
-//! ([`apportion`]), and the post-processing of the texts ([`filter_texts`], the seeded split).
+//! Built: [`dp_generator`], the DP-fine-tuned generator, and [`private_evolution`], generation
+//! steered by noisy nearest-neighbour votes of the private data. Shared by every synthesizer
+//! here: the instruction prompt of a label ([`label_prompt`]), the noisy label histogram
+//! ([`noisy_histogram`]), the apportioning of samples to labels ([`apportion`]), batched sampling
+//! ([`sampling`]), embeddings in the target encoder's space ([`embed`]) and the post-processing
+//! of the texts ([`filter_texts`], the seeded split).
 
 pub mod dp_generator;
+pub mod embed;
+pub mod private_evolution;
+pub mod sampling;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -27,6 +33,7 @@ use crate::data::{PrivateData, SynthManifest, SyntheticData};
 use crate::error::{Result, SelftError};
 
 pub use dp_generator::{DpGenerator, GeneratorConfig};
+pub use private_evolution::{EvolutionConfig, PrivateEvolution};
 
 /// A way to build the synthetic data set from the private split.
 pub trait Synthesizer {
@@ -56,6 +63,8 @@ pub trait Synthesizer {
 pub enum SynthSection {
     /// The DP-fine-tuned generator ([`DpGenerator`]).
     DpGenerator(GeneratorConfig),
+    /// Private Evolution: generation and noisy votes, no DP training ([`PrivateEvolution`]).
+    PrivateEvolution(EvolutionConfig),
 }
 
 impl Default for SynthSection {
@@ -69,6 +78,7 @@ impl SynthSection {
     pub fn synthesizer(&self) -> Box<dyn Synthesizer + '_> {
         match self {
             Self::DpGenerator(c) => Box::new(DpGenerator { config: c }),
+            Self::PrivateEvolution(c) => Box::new(PrivateEvolution { config: c }),
         }
     }
 
@@ -76,6 +86,7 @@ impl SynthSection {
     pub fn generator(&self) -> Option<&GeneratorConfig> {
         match self {
             Self::DpGenerator(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -83,6 +94,27 @@ impl SynthSection {
     pub fn generator_mut(&mut self) -> Option<&mut GeneratorConfig> {
         match self {
             Self::DpGenerator(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The number of texts the synthesizer samples (before filtering), N_syn.
+    pub fn num_samples_mut(&mut self) -> &mut usize {
+        match self {
+            Self::DpGenerator(c) => &mut c.num_samples,
+            Self::PrivateEvolution(c) => &mut c.num_samples,
+        }
+    }
+
+    /// The section of the synthesizer called `name` with its default settings.
+    pub fn named(name: &str) -> Result<Self> {
+        match name {
+            "dp-generator" => Ok(Self::DpGenerator(GeneratorConfig::default())),
+            "private-evolution" => Ok(Self::PrivateEvolution(EvolutionConfig::default())),
+            other => Err(SelftError::Config(format!(
+                "synthesizer `{other}`: expected {}",
+                SYNTHESIZERS.join(" or ")
+            ))),
         }
     }
 }
@@ -107,12 +139,20 @@ impl<'de> Deserialize<'de> for SynthSection {
                 .try_into()
                 .map(Self::DpGenerator)
                 .map_err(D::Error::custom),
+            "private-evolution" => toml::Value::Table(table)
+                .try_into()
+                .map(Self::PrivateEvolution)
+                .map_err(D::Error::custom),
             other => Err(D::Error::custom(format!(
-                "synthesizer `{other}`: expected \"dp-generator\""
+                "synthesizer `{other}`: expected {}",
+                SYNTHESIZERS.join(" or ")
             ))),
         }
     }
 }
+
+/// The synthesizers' names.
+pub const SYNTHESIZERS: [&str; 2] = ["dp-generator", "private-evolution"];
 
 /// What the synthetic stage did, for the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,10 +167,16 @@ pub struct SynthReport {
     pub noisy_counts: Vec<f64>,
     /// Texts sampled per label.
     pub samples_per_label: Vec<usize>,
-    /// Noise multiplier of the generator's training.
-    pub generator_sigma: f64,
-    /// Sampling rate of the generator's training.
-    pub generator_sampling_rate: f64,
+    /// Noise multiplier of the generator's training (DP generator).
+    pub generator_sigma: Option<f64>,
+    /// Sampling rate of the generator's training (DP generator).
+    pub generator_sampling_rate: Option<f64>,
+    /// Noise std of each round's vote counts (Private Evolution; sensitivity 1).
+    #[serde(default)]
+    pub vote_sigma: Option<f64>,
+    /// Voting rounds (Private Evolution).
+    #[serde(default)]
+    pub vote_rounds: usize,
     /// Seconds spent training the generator.
     pub train_s: f64,
     /// Seconds spent sampling.
@@ -156,6 +202,8 @@ pub struct StageBudget {
 pub struct SynthInputs<'a> {
     /// The pretrained generator (a causal LM with its tokenizer).
     pub generator: Model,
+    /// The pretrained target model (an encoder for embeddings; selection fine-tunes it later).
+    pub target: &'a Model,
     /// Its name, for the manifest.
     pub generator_name: &'a str,
     /// Classification (label-conditioned) or language modelling (empty prompt).
@@ -184,9 +232,14 @@ pub fn synthesize(
     synthesizer.synthesize(private, inputs, budget, progress)
 }
 
-/// The prompt of a label: its name with `_` as spaces, then a newline.
-pub fn label_prompt(label: &str) -> String {
-    format!("{}\n", label.replace('_', " "))
+/// The default prompt template: an instruction in the ChatML format of instruct models such as
+/// SmolLM2-Instruct (a bare `"<label>\n"` makes them continue as a chat model, off task).
+pub const DEFAULT_PROMPT: &str = "<|im_start|>user\nWrite a short text of the category \"{label}\".<|im_end|>\n<|im_start|>assistant\n";
+
+/// The prompt of a label: `template` with `{label}` replaced by the label's name (`_` as spaces).
+/// Label names are public (they are the task's classes), so the prompt reveals nothing private.
+pub fn label_prompt(template: &str, label: &str) -> String {
+    template.replace("{label}", &label.replace('_', " "))
 }
 
 /// The noisy label histogram: calibrates σ_h so that the histogram alone spends `share` of the

@@ -1,0 +1,125 @@
+//! `dpselft bench selection`: the selection's choice against the oracle (the harness is
+//! `dpselft_bench::selection`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use dpselft_bench::selection::{SelectionBench, run_selection_bench};
+use dpselft_selft::pipeline::{ResolvedPaths, Scale};
+use dpselft_selft::{RunConfig, SynthSection};
+
+use super::UsageError;
+use super::bench_utility::{Log, TaskArg};
+use super::fetch_assets::resolve_model;
+
+/// Arguments of `dpselft bench selection`.
+#[derive(clap::Args, Debug)]
+pub struct SelectionArgs {
+    /// The task.
+    #[arg(long, value_enum, default_value = "brown-genre")]
+    pub task: TaskArg,
+    /// A run configuration (data paths are the task's); default: the small preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The synthesizer, with its default settings (ignored with --config).
+    #[arg(long)]
+    pub synthesizer: Option<String>,
+    /// The run's total ε.
+    #[arg(long, default_value_t = 3.0)]
+    pub epsilon: f64,
+    /// Seed of the run (noise included).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of the private training split held out for scoring the candidates.
+    #[arg(long, default_value_t = 0.2)]
+    pub held_out_fraction: f64,
+    /// The report [default: bench/selection/<task>.json, its chart beside it as .svg].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Work folder, resumed if it exists
+    /// [default: runs/bench-selection/<task>-<synthesizer>-eps<ε>-seed<S>].
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
+}
+
+/// Runs `dpselft bench selection`.
+pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
+    let task = args.task.task();
+    if !(args.epsilon.is_finite() && args.epsilon > 0.0) {
+        return Err(UsageError(format!("--epsilon {} must be > 0", args.epsilon)).into());
+    }
+    if !(args.held_out_fraction > 0.0 && args.held_out_fraction < 1.0) {
+        return Err(UsageError(format!(
+            "--held-out-fraction {} must be in (0, 1)",
+            args.held_out_fraction
+        ))
+        .into());
+    }
+    let mut config = match &args.config {
+        Some(path) => RunConfig::load(path)?,
+        None => RunConfig::preset(Scale::Small),
+    };
+    if let (None, Some(name)) = (&args.config, &args.synthesizer) {
+        config.synth =
+            SynthSection::named(name).map_err(|e| UsageError(format!("--synthesizer: {e}")))?;
+    }
+    let (train_data, _) = super::data::ensure_task_data(task, args.assets.as_deref())?;
+    config.run.train_data = train_data;
+    config.run.epsilon = args.epsilon;
+    config.run.seed = Some(args.seed);
+    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    let paths = ResolvedPaths {
+        model: resolve_model(&config.run.model, args.assets.as_deref())?,
+        generator: resolve_model(&config.run.generator, args.assets.as_deref())?,
+    };
+    let synthesizer = config.synth.synthesizer().name();
+    let work = args.work.clone().unwrap_or_else(|| {
+        PathBuf::from("runs/bench-selection").join(format!(
+            "{}-{synthesizer}-eps{}-seed{}",
+            task.name(),
+            args.epsilon,
+            args.seed
+        ))
+    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("bench/selection").join(format!("{}.json", task.name())));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let bench = SelectionBench {
+        task: task.name().to_string(),
+        config,
+        paths,
+        held_out_fraction: args.held_out_fraction,
+        work,
+    };
+    let report = run_selection_bench(&bench, &out, &mut Log)?;
+    println!("| candidate | synthetic score | held-out accuracy |");
+    println!("|---|---:|---:|");
+    for c in &report.candidates {
+        let mark = if c.spec == report.chosen {
+            " ← chosen"
+        } else {
+            ""
+        };
+        println!(
+            "| `{}`{mark} | {:.4} | {:.3} |",
+            c.spec, c.synthetic_score, c.test_accuracy
+        );
+    }
+    println!(
+        "Spearman {:.3}, regret {:.3} (oracle `{}`, chosen `{}` at lr {:.2e}); report {}",
+        report.spearman,
+        report.regret,
+        report.oracle,
+        report.chosen,
+        report.chosen_lr,
+        out.display()
+    );
+    Ok(())
+}
