@@ -266,26 +266,16 @@ pub fn select(
     let num_blocks = probe.num_blocks();
     let encode =
         |d| Ok::<_, SelftError>(EncodedSet::new(&probe, d, config.task, config.max_seq_len)?);
-    let mut sets = Sets {
+    let sets = Sets {
         train: Boundaries::new(encode(synthetic.train())?),
         val: Boundaries::new(encode(synthetic.val())?),
         labels: synthetic.train().labels.clone(),
     };
     drop(probe);
-    let mut results: Vec<CandidateResult> = Vec::new();
-    let mut run = |blocks: Vec<usize>, round: usize, lr: f64, progress: &mut dyn Progress| {
-        let r = train_candidate(model, &blocks, round, lr, config, &mut sets)?;
-        progress.advance(1);
-        progress.message(&format!(
-            "select: {:<24} lr {:.1e}  score {:.4} ± {:.4}  acc {}  ρ {:.3e}",
-            r.spec,
-            r.lr,
-            r.score,
-            r.score_std,
-            r.accuracy.map_or("-".into(), |a| format!("{a:.3}")),
-            r.radius
-        ));
-        Ok::<_, SelftError>(r)
+    let mut runner = Runner {
+        model,
+        config,
+        sets,
     };
     // Round 1: the head alone (classification) and the strategy's first sets.
     let mut first: Vec<Vec<usize>> = match config.task {
@@ -301,34 +291,15 @@ pub fn select(
     let bound = first.len() + (1..greedy_k).map(|r| num_blocks - r).sum::<usize>();
     let grid = lr_multiples(config);
     progress.stage("select: training candidates", (bound + grid.len()) as u64);
+    let mut results = Vec::new();
     for blocks in first {
-        results.push(run(blocks, 1, config.lr, progress)?);
+        results.push(runner.run(blocks, 1, config.lr, progress)?);
     }
-    let mut current = best(&results).clone();
-    // Greedy growth (nothing to grow from the head alone: its extensions are the singles).
-    for round in 2..=greedy_k {
-        if current.blocks.is_empty() {
-            break;
-        }
-        let mut this_round = Vec::new();
-        for j in (0..num_blocks).filter(|j| !current.blocks.contains(j)) {
-            let mut blocks = current.blocks.clone();
-            blocks.push(j);
-            blocks.sort_unstable();
-            this_round.push(run(blocks, round, config.lr, progress)?);
-        }
-        let top = best(&this_round).clone();
-        results.extend(this_round);
-        if better(&top, &current) {
-            current = top;
-        } else {
-            break;
-        }
-    }
+    let current = runner.grow(&mut results, greedy_k, num_blocks, progress)?;
     // The learning rate of the chosen set, on S_val.
     let mut lr_trials = vec![current.clone()];
     for m in grid {
-        lr_trials.push(run(current.blocks.clone(), 0, config.lr * m, progress)?);
+        lr_trials.push(runner.run(current.blocks.clone(), 0, config.lr * m, progress)?);
     }
     let chosen_lr = best(&lr_trials).lr;
     progress.finish();
@@ -342,6 +313,70 @@ pub fn select(
         chosen_lr,
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Trains candidates on the stage's synthetic splits.
+struct Runner<'a, 'm> {
+    model: &'a ModelSource<'m>,
+    config: &'a SelectConfig,
+    sets: Sets,
+}
+
+impl Runner<'_, '_> {
+    /// Trains and scores one candidate at peak learning rate `lr`, and reports it.
+    fn run(
+        &mut self,
+        blocks: Vec<usize>,
+        round: usize,
+        lr: f64,
+        progress: &mut dyn Progress,
+    ) -> Result<CandidateResult> {
+        let r = train_candidate(self.model, &blocks, round, lr, self.config, &mut self.sets)?;
+        progress.advance(1);
+        progress.message(&format!(
+            "select: {:<24} lr {:.1e}  score {:.4} ± {:.4}  acc {}  ρ {:.3e}",
+            r.spec,
+            r.lr,
+            r.score,
+            r.score_std,
+            r.accuracy.map_or("-".into(), |a| format!("{a:.3}")),
+            r.radius
+        ));
+        Ok(r)
+    }
+
+    /// Greedy growth from the best of `results` (round 1), one block per round up to
+    /// `greedy_k` blocks while the best extension is better; every candidate trained is appended
+    /// to `results`. Returns the chosen candidate. Nothing grows from the head alone: its
+    /// extensions are the singles.
+    fn grow(
+        &mut self,
+        results: &mut Vec<CandidateResult>,
+        greedy_k: usize,
+        num_blocks: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<CandidateResult> {
+        let mut current = best(results).clone();
+        for round in 2..=greedy_k {
+            if current.blocks.is_empty() {
+                break;
+            }
+            let mut this_round = Vec::new();
+            for j in (0..num_blocks).filter(|j| !current.blocks.contains(j)) {
+                let mut blocks = current.blocks.clone();
+                blocks.push(j);
+                blocks.sort_unstable();
+                this_round.push(self.run(blocks, round, self.config.lr, progress)?);
+            }
+            let top = best(&this_round).clone();
+            results.extend(this_round);
+            if !better(&top, &current) {
+                break;
+            }
+            current = top;
+        }
+        Ok(current)
+    }
 }
 
 /// The grid's multiples of η other than 1 (η itself is the chosen candidate's own run).

@@ -182,10 +182,7 @@ fn run(
     let stage_started = Instant::now();
     let data = private.dataset();
     let labelled = inputs.task == Task::Classify;
-    let mut root_rng = match inputs.seed {
-        Some(s) => NoiseRng::from_seed(s ^ 0x5e1f_7a11),
-        None => NoiseRng::from_os_rng()?,
-    };
+    let mut root_rng = inputs.noise_rng(0x5e1f_7a11)?;
 
     // 1. The label histogram (classification only).
     let (histogram_sigma, noisy_counts) = match labelled {

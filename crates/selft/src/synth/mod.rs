@@ -219,6 +219,17 @@ pub struct SynthInputs<'a> {
     pub allow_large_delta: bool,
 }
 
+impl SynthInputs<'_> {
+    /// The stage's noise RNG: from `seed` mixed with a synthesizer's own `salt` (reproducible,
+    /// and the ledger says so), else from the OS.
+    pub fn noise_rng(&self, salt: u64) -> Result<NoiseRng> {
+        Ok(match self.seed {
+            Some(s) => NoiseRng::from_seed(s ^ salt),
+            None => NoiseRng::from_os_rng()?,
+        })
+    }
+}
+
 /// Runs the synthesizer `section` names (see [`Synthesizer::synthesize`]).
 pub fn synthesize(
     section: &SynthSection,

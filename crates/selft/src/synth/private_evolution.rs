@@ -40,6 +40,9 @@ use crate::error::{Result, SelftError};
 /// The default variation prompt: `{label}` and `{text}` are replaced.
 pub const DEFAULT_VARIATION_PROMPT: &str = "<|im_start|>user\nRewrite this text of the category \"{label}\" with new details, in the same style:\n{text}<|im_end|>\n<|im_start|>assistant\n";
 
+const NOT_FOR_LM: &str = "synth: private-evolution builds labelled data for classification \
+                          tasks; use synthesizer = \"dp-generator\" for language modelling";
+
 /// Characters of a text quoted in a variation prompt at most.
 const QUOTED_CHARS: usize = 400;
 
@@ -191,16 +194,9 @@ fn run(
     let started = Instant::now();
     let data = private.dataset();
     if inputs.task != Task::Classify || data.labels.is_empty() {
-        return Err(SelftError::Config(
-            "synth: private-evolution builds labelled data for classification tasks; use \
-             synthesizer = \"dp-generator\" for language modelling"
-                .into(),
-        ));
+        return Err(SelftError::Config(NOT_FOR_LM.into()));
     }
-    let mut rng = match inputs.seed {
-        Some(s) => NoiseRng::from_seed(s ^ 0x9e01_u64),
-        None => NoiseRng::from_os_rng()?,
-    };
+    let mut rng = inputs.noise_rng(0x9e01)?;
     // 1. The histogram, then σ_v for the R rounds within what is left of the stage's budget.
     let (histogram_sigma, noisy_counts) = noisy_histogram(
         data,
@@ -211,75 +207,35 @@ fn run(
     )?;
     let vote_sigma = calibrate_votes(config.rounds, budget, inputs.ledger)?;
     let per_label = apportion(&noisy_counts, config.num_samples);
+    let voters = Voters::of(data, inputs.target, config.embed_seq_len, progress)?;
 
-    progress.stage("synth: embedding the private examples", data.len() as u64);
-    let private_emb = embed(inputs.target, data, config.embed_seq_len, progress)?;
-    progress.finish();
-    let private_labels: Vec<usize> = data.examples.iter().filter_map(|e| e.label).collect();
-    if private_labels.len() != data.len() {
-        return Err(SelftError::Config(
-            "synth: private-evolution needs every private example labelled".into(),
-        ));
-    }
-
-    // 2. The initial pool.
+    // 2. The initial pool (post-processing: public prompts only).
     let gen_started = Instant::now();
     let mut sample_rng = rng.split();
-    let prompts: Vec<Pooled> = per_label
-        .iter()
-        .enumerate()
-        .flat_map(|(l, &n)| {
-            std::iter::repeat_n((l, label_prompt(&config.prompt, &data.labels[l])), n)
-        })
-        .collect();
-    let sampling = config.sampling();
-    let mut pool = generate_texts(
-        &inputs.generator,
-        &prompts,
-        &sampling,
-        &mut sample_rng,
-        "synth: initial pool",
-        progress,
-    )?;
+    let resampling = Resampling {
+        per_label: &per_label,
+        floor: config.threshold * vote_sigma,
+        config,
+        generator: &inputs.generator,
+        labels: &data.labels,
+    };
+    let mut pool = resampling.initial_pool(&mut sample_rng, progress)?;
 
-    // 3. The rounds.
+    // 3. The rounds: a recorded noisy vote, then resampling and variations (post-processing).
+    let vote = Vote {
+        sigma: vote_sigma,
+        ledger: inputs.ledger,
+        target: inputs.target,
+        labels: &data.labels,
+        embed_seq_len: config.embed_seq_len,
+    };
     for round in 1..=config.rounds {
-        let pool_set = as_dataset(&pool, &data.labels);
-        progress.stage(
-            &format!("synth: round {round}, embedding the pool"),
-            pool.len() as u64,
-        );
-        let pool_emb = embed(inputs.target, &pool_set, config.embed_seq_len, progress)?;
-        progress.finish();
-        let mut ledger = PrivacyLedger::open(inputs.ledger)?;
-        ledger.record(
-            LedgerEntry::gaussian(vote_sigma, 1.0, 1, Stage::SynthVote).seeded(rng.is_seeded()),
-        )?;
-        drop(ledger);
-        let votes = count_votes(&private_emb, &private_labels, &pool_emb, &pool);
-        let mut noise = vec![0.0; votes.len()];
-        fill_gaussian_f64(&mut noise, vote_sigma, &mut rng)?;
-        let noisy: Vec<f64> = votes
-            .iter()
-            .zip(&noise)
-            .map(|(&v, z)| v as f64 + z)
-            .collect();
+        let noisy = vote.run(&voters, &pool, &mut rng, progress)?;
+        let n = pool.len();
         progress.message(&format!(
-            "synth: round {round}/{}: σ_v = {vote_sigma:.2}, {} texts",
-            config.rounds,
-            pool.len()
+            "synth: round {round}: σ_v = {vote_sigma:.2}, {n} texts"
         ));
-        pool = evolve(
-            &pool,
-            &noisy,
-            &per_label,
-            config.threshold * vote_sigma,
-            config,
-            &inputs.generator,
-            &data.labels,
-            &mut sample_rng,
-            progress,
-        )?;
+        pool = resampling.evolve(&pool, &noisy, &mut sample_rng, progress)?;
     }
     let generate_s = gen_started.elapsed().as_secs_f64();
 
@@ -297,23 +253,119 @@ fn run(
             private_examples: data.len(),
         },
     )?;
-    let report = SynthReport {
-        epsilon_target: budget.epsilon,
-        epsilon_spent: finished.epsilon_spent,
-        histogram_sigma: Some(histogram_sigma),
+    let released = Released {
+        histogram_sigma,
         noisy_counts,
-        samples_per_label: per_label,
-        generator_sigma: None,
-        generator_sampling_rate: None,
-        vote_sigma: Some(vote_sigma),
-        vote_rounds: config.rounds,
-        train_s: 0.0,
-        generate_s,
-        wall_s: started.elapsed().as_secs_f64(),
-        val_examples: finished.data.val().len(),
-        examples: finished.examples,
+        per_label,
+        vote_sigma,
+        rounds: config.rounds,
     };
+    let report = released.report(
+        budget,
+        &finished,
+        (generate_s, started.elapsed().as_secs_f64()),
+    );
     Ok((finished.data, report))
+}
+
+/// What the stage released (DP outputs and their noise scales), for the report.
+struct Released {
+    histogram_sigma: f64,
+    noisy_counts: Vec<f64>,
+    per_label: Vec<usize>,
+    vote_sigma: f64,
+    rounds: usize,
+}
+
+impl Released {
+    fn report(
+        self,
+        budget: StageBudget,
+        finished: &super::Finished,
+        (generate_s, wall_s): (f64, f64),
+    ) -> SynthReport {
+        SynthReport {
+            epsilon_target: budget.epsilon,
+            epsilon_spent: finished.epsilon_spent,
+            histogram_sigma: Some(self.histogram_sigma),
+            noisy_counts: self.noisy_counts,
+            samples_per_label: self.per_label,
+            generator_sigma: None,
+            generator_sampling_rate: None,
+            vote_sigma: Some(self.vote_sigma),
+            vote_rounds: self.rounds,
+            train_s: 0.0,
+            generate_s,
+            wall_s,
+            val_examples: finished.data.val().len(),
+            examples: finished.examples.clone(),
+        }
+    }
+}
+
+/// The private examples as voters: their embeddings (computed once, never written) and labels.
+struct Voters {
+    emb: Vec<Vec<f32>>,
+    labels: Vec<usize>,
+}
+
+impl Voters {
+    fn of(
+        data: &Dataset,
+        target: &Model,
+        embed_seq_len: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<Self> {
+        let labels: Vec<usize> = data.examples.iter().filter_map(|e| e.label).collect();
+        if labels.len() != data.len() {
+            return Err(SelftError::Config(
+                "synth: private-evolution needs every private example labelled".into(),
+            ));
+        }
+        progress.stage("synth: embedding the private examples", data.len() as u64);
+        let emb = embed(target, data, embed_seq_len, progress)?;
+        progress.finish();
+        Ok(Self { emb, labels })
+    }
+}
+
+/// One round's vote: how to embed the pool and where to record the mechanism.
+struct Vote<'a> {
+    sigma: f64,
+    ledger: &'a std::path::Path,
+    target: &'a Model,
+    labels: &'a [String],
+    embed_seq_len: usize,
+}
+
+impl Vote<'_> {
+    /// Embeds the pool, records the round's Gaussian mechanism (sensitivity 1) in the ledger,
+    /// then counts the votes and adds N(0, σ_v²) to each count.
+    fn run(
+        &self,
+        voters: &Voters,
+        pool: &[Pooled],
+        rng: &mut NoiseRng,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<f64>> {
+        let pool_set = as_dataset(pool, self.labels);
+        progress.stage("synth: embedding the pool", pool.len() as u64);
+        let pool_emb = embed(self.target, &pool_set, self.embed_seq_len, progress)?;
+        progress.finish();
+        let mut ledger = PrivacyLedger::open(self.ledger)?;
+        ledger.record(
+            LedgerEntry::gaussian(self.sigma, 1.0, 1, Stage::SynthVote).seeded(rng.is_seeded()),
+        )?;
+        drop(ledger);
+        let votes = count_votes(&voters.emb, &voters.labels, &pool_emb, pool);
+        let mut noise = vec![0.0; votes.len()];
+        fill_gaussian_f64(&mut noise, self.sigma, rng)?;
+        Ok(votes
+            .iter()
+            .zip(&noise)
+            .map(|(&v, z)| v as f64 + z)
+            .collect())
+    }
 }
 
 /// σ_v: the smallest noise for which the ledger's mechanisms so far (the histogram) and `rounds`
@@ -354,56 +406,85 @@ pub fn count_votes(
     votes
 }
 
-/// The next pool: per label, `per_label[l]` draws with replacement in proportion to the noisy
-/// votes above `floor` (uniform if none is); a text's first draw keeps it, each further draw
-/// becomes a variation of it.
-#[allow(clippy::too_many_arguments)]
-fn evolve(
-    pool: &[Pooled],
-    noisy: &[f64],
-    per_label: &[usize],
+/// How the next pool is drawn from the noisy votes.
+struct Resampling<'a> {
+    per_label: &'a [usize],
+    /// Votes up to this count as none.
     floor: f64,
-    config: &EvolutionConfig,
-    generator: &Model,
-    labels: &[String],
-    rng: &mut NoiseRng,
-    progress: &mut dyn Progress,
-) -> Result<Vec<Pooled>> {
-    let mut kept: Vec<Pooled> = Vec::new();
-    let mut to_vary: Vec<Pooled> = Vec::new();
-    for (l, &n) in per_label.iter().enumerate() {
-        let members: Vec<usize> = (0..pool.len()).filter(|&j| pool[j].0 == l).collect();
-        if members.is_empty() {
-            continue;
-        }
-        let weights: Vec<f64> = members
+    config: &'a EvolutionConfig,
+    generator: &'a Model,
+    labels: &'a [String],
+}
+
+impl Resampling<'_> {
+    /// `per_label[l]` texts from each label's prompt.
+    fn initial_pool(&self, rng: &mut NoiseRng, progress: &mut dyn Progress) -> Result<Vec<Pooled>> {
+        let prompts: Vec<Pooled> = self
+            .per_label
             .iter()
-            .map(|&j| (noisy[j] - floor).max(0.0))
+            .enumerate()
+            .flat_map(|(l, &n)| {
+                std::iter::repeat_n((l, label_prompt(&self.config.prompt, &self.labels[l])), n)
+            })
             .collect();
-        let mut seen = vec![false; members.len()];
-        for _ in 0..n {
-            let k = draw(&weights, rng);
-            let text = &pool[members[k]].1;
-            if std::mem::replace(&mut seen[k], true) {
-                let quoted: String = text.chars().take(QUOTED_CHARS).collect();
-                let prompt =
-                    label_prompt(&config.variation_prompt, &labels[l]).replace("{text}", &quoted);
-                to_vary.push((l, prompt));
-            } else {
-                kept.push((l, text.clone()));
+        generate_texts(
+            self.generator,
+            &prompts,
+            &self.config.sampling(),
+            rng,
+            "synth: initial pool",
+            progress,
+        )
+    }
+
+    /// The next pool: per label, `per_label[l]` draws with replacement in proportion to the noisy
+    /// votes above the floor (uniform if none is); a text's first draw keeps it, each further
+    /// draw becomes a variation of it.
+    fn evolve(
+        &self,
+        pool: &[Pooled],
+        noisy: &[f64],
+        rng: &mut NoiseRng,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<Pooled>> {
+        let mut kept: Vec<Pooled> = Vec::new();
+        let mut to_vary: Vec<Pooled> = Vec::new();
+        for (l, &n) in self.per_label.iter().enumerate() {
+            let members: Vec<usize> = (0..pool.len()).filter(|&j| pool[j].0 == l).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let weights: Vec<f64> = members
+                .iter()
+                .map(|&j| (noisy[j] - self.floor).max(0.0))
+                .collect();
+            let mut seen = vec![false; members.len()];
+            for _ in 0..n {
+                let k = draw(&weights, rng);
+                let text = &pool[members[k]].1;
+                if std::mem::replace(&mut seen[k], true) {
+                    to_vary.push((l, self.variation_prompt(l, text)));
+                } else {
+                    kept.push((l, text.clone()));
+                }
             }
         }
+        let varied = generate_texts(
+            self.generator,
+            &to_vary,
+            &self.config.sampling(),
+            rng,
+            "synth: variations",
+            progress,
+        )?;
+        kept.extend(varied);
+        Ok(kept)
     }
-    let varied = generate_texts(
-        generator,
-        &to_vary,
-        &config.sampling(),
-        rng,
-        "synth: variations",
-        progress,
-    )?;
-    kept.extend(varied);
-    Ok(kept)
+
+    fn variation_prompt(&self, label: usize, text: &str) -> String {
+        let quoted: String = text.chars().take(QUOTED_CHARS).collect();
+        label_prompt(&self.config.variation_prompt, &self.labels[label]).replace("{text}", &quoted)
+    }
 }
 
 /// An index drawn in proportion to `weights` (uniformly if they sum to 0).
