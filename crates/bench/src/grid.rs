@@ -33,6 +33,8 @@ pub struct UtilityBench {
     pub train_data: PathBuf,
     /// Test split.
     pub test_data: PathBuf,
+    /// What one example is (the synthetic stage's prompts).
+    pub data_kind: String,
     /// Target model and generator paths.
     pub paths: ResolvedPaths,
     /// Target model and generator names (for the configs).
@@ -215,6 +217,7 @@ fn selft_cell(
     config.run.generator = bench.generator_name.clone();
     config.run.train_data = bench.train_data.clone();
     config.run.test_data = Some(bench.test_data.clone());
+    config.run.data_kind = bench.data_kind.clone();
     config.run.epsilon = cell.epsilon.unwrap_or(f64::INFINITY);
     config.run.delta = d.delta;
     config.run.seed = Some(cell.seed);

@@ -269,9 +269,16 @@ fn summarise(
     train_examples: usize,
     held_out_examples: usize,
 ) -> Result<SelectionReport> {
+    // The first of the best (menu order), so ties keep a stable oracle.
     let best = rows
         .iter()
-        .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy))
+        .reduce(|a, b| {
+            if b.test_accuracy > a.test_accuracy {
+                b
+            } else {
+                a
+            }
+        })
         .ok_or_else(|| SelftError::Config("no candidates".into()))?;
     let chosen = rows
         .iter()

@@ -27,6 +27,14 @@ impl BenchmarkTask {
         }
     }
 
+    /// What one example is, in a few public words (for the synthetic stage's prompts).
+    pub fn data_kind(self) -> &'static str {
+        match self {
+            BenchmarkTask::BrownGenre => "passage of American English prose from 1961",
+            BenchmarkTask::Spam => "email message",
+        }
+    }
+
     /// The corpus folder's name inside the assets folder: `brown`, `spamassassin`.
     pub fn corpus_dir_name(self) -> &'static str {
         match self {

@@ -170,6 +170,7 @@ fn synth_stage(
             generator,
             target: &target,
             generator_name: &r.generator,
+            data_kind: &r.data_kind,
             task: r.task,
             ledger: &ledger_path,
             work_dir: &out.join("synth"),

@@ -36,6 +36,9 @@ pub struct RunSection {
     pub generator: String,
     /// The private training split (JSONL, CSV or folder).
     pub train_data: PathBuf,
+    /// What one example of the data is, in a few public words ("email message"): the synthetic
+    /// stage's prompts say it (`{kind}`). The default describes the default data (brown-genre).
+    pub data_kind: String,
     /// The held-out test split (never used for any decision; evaluated once at the end).
     pub test_data: Option<PathBuf>,
     /// Target ε of the whole run.
@@ -65,6 +68,7 @@ impl Default for RunSection {
             generator: "smollm2".into(),
             train_data: PathBuf::from("data/brown-genre/train.jsonl"),
             test_data: Some(PathBuf::from("data/brown-genre/test.jsonl")),
+            data_kind: dpselft_data::BenchmarkTask::BrownGenre.data_kind().into(),
             epsilon: 3.0,
             delta: 1e-5,
             synth_fraction: 0.2,

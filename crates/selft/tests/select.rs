@@ -262,11 +262,15 @@ fn filtering_drops_short_and_duplicate_texts() {
     assert_eq!(kept[0].1, "a fine long text");
     assert_eq!(kept.len(), 2);
     assert_eq!(
-        label_prompt("{label}\n", "science_fiction"),
+        label_prompt("{label}\n", "text", "science_fiction"),
         "science fiction\n"
     );
     assert!(
-        label_prompt(dpselft_selft::synth::DEFAULT_PROMPT, "science_fiction")
-            .contains("category \"science fiction\".<|im_end|>")
+        label_prompt(
+            dpselft_selft::synth::DEFAULT_PROMPT,
+            "email",
+            "science_fiction"
+        )
+        .contains("a short email of the category \"science fiction\".<|im_end|>")
     );
 }

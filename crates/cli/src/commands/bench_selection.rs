@@ -68,6 +68,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     }
     let (train_data, _) = super::data::ensure_task_data(task, args.assets.as_deref())?;
     config.run.train_data = train_data;
+    config.run.data_kind = task.data_kind().into();
     config.run.epsilon = args.epsilon;
     config.run.seed = Some(args.seed);
     config.validate().map_err(|e| UsageError(e.to_string()))?;

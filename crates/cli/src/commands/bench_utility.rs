@@ -105,6 +105,7 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
         task: task.name().to_string(),
         train_data,
         test_data,
+        data_kind: task.data_kind().into(),
         paths,
         model_name: args.model.clone(),
         generator_name: args.generator.clone(),

@@ -65,6 +65,11 @@ pub struct Args {
     /// The synthesizer of stage 1, with its default settings: dp-generator or private-evolution.
     #[arg(long)]
     pub synthesizer: Option<String>,
+    /// What one training example is, in a few public words (e.g. "email message"); the
+    /// synthetic stage's prompts say it [default: the default data's kind, or "text" with
+    /// --train-data].
+    #[arg(long)]
+    pub data_kind: Option<String>,
     /// Synthetic texts to sample, N_syn.
     #[arg(long)]
     pub num_synthetic: Option<usize>,
@@ -131,7 +136,12 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
     let r = &mut c.run;
     set(&mut r.model, args.model.clone());
     set(&mut r.generator, args.generator.clone());
+    if args.train_data.is_some() {
+        // Other data than the default's: its kind is unknown unless said.
+        r.data_kind = "text".into();
+    }
     set(&mut r.train_data, args.train_data.clone());
+    set(&mut r.data_kind, args.data_kind.clone());
     if args.test_data.is_some() {
         r.test_data = args.test_data.clone();
     }

@@ -135,6 +135,7 @@ pub fn grid_bench(root: &Path, methods: &[&str], epsilons: &[f64]) -> UtilityBen
         task: "tiny".into(),
         train_data: root.join("train.jsonl"),
         test_data: root.join("test.jsonl"),
+        data_kind: "text".into(),
         paths: ResolvedPaths {
             model: root.join("target"),
             generator: root.join("generator"),
@@ -158,6 +159,7 @@ pub fn selection_bench(root: &Path) -> dpselft_bench::selection::SelectionBench 
     let mut config = dpselft_selft::RunConfig::load(&root.join("config.toml")).unwrap();
     config.run.train_data = root.join("train.jsonl");
     config.run.train_limit = None;
+    config.run.data_kind = "text".into();
     config.run.seed = Some(3);
     dpselft_bench::selection::SelectionBench {
         task: "tiny".into(),

@@ -193,7 +193,7 @@ fn run(
     // 2. The generator's DP fine-tuning.
     progress.message("synth: DP fine-tuning the generator");
     let started = Instant::now();
-    let (ledger, generator_name) = (inputs.ledger, inputs.generator_name);
+    let (ledger, generator_name, kind) = (inputs.ledger, inputs.generator_name, inputs.data_kind);
     let (generator, plan) = train_generator(config, data, labelled, inputs, budget, progress)?;
     let train_s = started.elapsed().as_secs_f64();
 
@@ -203,7 +203,7 @@ fn run(
     let mut sample_seed = root_rng.split();
     let texts = sample_texts(
         &generator,
-        &label_names,
+        (kind, &label_names),
         &per_label,
         config,
         &mut sample_seed,
@@ -284,7 +284,7 @@ fn train_generator(
         .iter()
         .map(|e| {
             let prompt = match data.label_name(e) {
-                Some(l) if labelled => label_prompt(&config.prompt, l),
+                Some(l) if labelled => label_prompt(&config.prompt, inputs.data_kind, l),
                 _ => String::new(),
             };
             (prompt, e.text.clone())
@@ -334,11 +334,11 @@ fn train_generator(
     Ok((trainer.into_model(), plan))
 }
 
-/// Step 3: samples `per_label[l]` texts for each label (one text for an LM task's empty prompt
+/// Step 3: samples `per_label[l]` texts for each label (prompts saying `kind`) (one text for an LM task's empty prompt
 /// per count), in batches. Returns (label index or None, text).
 fn sample_texts(
     generator: &Model,
-    labels: &[String],
+    (kind, labels): (&str, &[String]),
     per_label: &[usize],
     config: &GeneratorConfig,
     rng: &mut NoiseRng,
@@ -347,7 +347,7 @@ fn sample_texts(
     let mut prompts: Vec<(Option<usize>, String)> = Vec::new();
     for (l, &n) in per_label.iter().enumerate() {
         let prompt = match labels.get(l) {
-            Some(name) => (Some(l), label_prompt(&config.prompt, name)),
+            Some(name) => (Some(l), label_prompt(&config.prompt, kind, name)),
             None => (None, String::new()),
         };
         prompts.extend(std::iter::repeat_n(prompt, n));

@@ -211,6 +211,8 @@ pub struct SynthInputs<'a> {
     /// The run's ledger (created by the caller with the run's δ); the stage's mechanisms are
     /// appended to it.
     pub ledger: &'a Path,
+    /// What one example is, for the prompts (public; `run.data_kind`).
+    pub data_kind: &'a str,
     /// A folder for the synthesizer's own files (e.g. training metrics).
     pub work_dir: &'a Path,
     /// A seed for reproducible experiments (noise included; the ledger says so). `None`: the OS.
@@ -245,12 +247,16 @@ pub fn synthesize(
 
 /// The default prompt template: an instruction in the ChatML format of instruct models such as
 /// SmolLM2-Instruct (a bare `"<label>\n"` makes them continue as a chat model, off task).
-pub const DEFAULT_PROMPT: &str = "<|im_start|>user\nWrite a short text of the category \"{label}\".<|im_end|>\n<|im_start|>assistant\n";
+/// `{kind}` is what one example is (`run.data_kind`, e.g. "email message"), `{label}` its class.
+pub const DEFAULT_PROMPT: &str = "<|im_start|>user\nWrite a short {kind} of the category \"{label}\".<|im_end|>\n<|im_start|>assistant\n";
 
-/// The prompt of a label: `template` with `{label}` replaced by the label's name (`_` as spaces).
-/// Label names are public (they are the task's classes), so the prompt reveals nothing private.
-pub fn label_prompt(template: &str, label: &str) -> String {
-    template.replace("{label}", &label.replace('_', " "))
+/// The prompt of a label: `template` with `{kind}` replaced by `kind` and `{label}` by the label's
+/// name (`_` as spaces). Both are public (the kind of data and its classes), so the prompt
+/// reveals nothing private.
+pub fn label_prompt(template: &str, kind: &str, label: &str) -> String {
+    template
+        .replace("{kind}", kind)
+        .replace("{label}", &label.replace('_', " "))
 }
 
 /// The noisy label histogram: calibrates σ_h so that the histogram alone spends `share` of the

@@ -38,7 +38,7 @@ use crate::data::{PrivateData, SyntheticData};
 use crate::error::{Result, SelftError};
 
 /// The default variation prompt: `{label}` and `{text}` are replaced.
-pub const DEFAULT_VARIATION_PROMPT: &str = "<|im_start|>user\nRewrite this text of the category \"{label}\" with new details, in the same style:\n{text}<|im_end|>\n<|im_start|>assistant\n";
+pub const DEFAULT_VARIATION_PROMPT: &str = "<|im_start|>user\nRewrite this {kind} of the category \"{label}\" with new details, in the same style:\n{text}<|im_end|>\n<|im_start|>assistant\n";
 
 const NOT_FOR_LM: &str = "synth: private-evolution builds labelled data for classification \
                           tasks; use synthesizer = \"dp-generator\" for language modelling";
@@ -218,6 +218,7 @@ fn run(
         config,
         generator: &inputs.generator,
         labels: &data.labels,
+        kind: inputs.data_kind,
     };
     let mut pool = resampling.initial_pool(&mut sample_rng, progress)?;
 
@@ -414,6 +415,8 @@ struct Resampling<'a> {
     config: &'a EvolutionConfig,
     generator: &'a Model,
     labels: &'a [String],
+    /// What one example is (`{kind}` in the prompts).
+    kind: &'a str,
 }
 
 impl Resampling<'_> {
@@ -424,7 +427,13 @@ impl Resampling<'_> {
             .iter()
             .enumerate()
             .flat_map(|(l, &n)| {
-                std::iter::repeat_n((l, label_prompt(&self.config.prompt, &self.labels[l])), n)
+                std::iter::repeat_n(
+                    (
+                        l,
+                        label_prompt(&self.config.prompt, self.kind, &self.labels[l]),
+                    ),
+                    n,
+                )
             })
             .collect();
         generate_texts(
@@ -483,7 +492,12 @@ impl Resampling<'_> {
 
     fn variation_prompt(&self, label: usize, text: &str) -> String {
         let quoted: String = text.chars().take(QUOTED_CHARS).collect();
-        label_prompt(&self.config.variation_prompt, &self.labels[label]).replace("{text}", &quoted)
+        label_prompt(
+            &self.config.variation_prompt,
+            self.kind,
+            &self.labels[label],
+        )
+        .replace("{text}", &quoted)
     }
 }
 
