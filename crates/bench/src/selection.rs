@@ -39,6 +39,9 @@ pub struct SelectionBench {
     pub held_out_fraction: f64,
     /// The work folder (resumed if it exists).
     pub work: PathBuf,
+    /// Train nothing more: summarise the candidates finished so far (for a bench that outlives
+    /// a session; the report says which candidates are missing).
+    pub report_only: bool,
 }
 
 /// One candidate's two scores.
@@ -86,8 +89,10 @@ pub struct SelectionReport {
     pub perturbation: String,
     /// The run's seed.
     pub seed: Option<u64>,
-    /// Every candidate.
+    /// Every candidate finished.
     pub candidates: Vec<OracleRow>,
+    /// Candidates of the menu without an oracle run yet (empty when the bench is complete).
+    pub missing: Vec<TrainableSpec>,
 }
 
 /// Runs (or resumes) the bench and writes `report_path` and its chart beside it (`.svg`).
@@ -103,7 +108,7 @@ pub fn run_selection_bench(
     let oracle_log = bench.work.join("oracle.jsonl");
     let mut rows: Vec<OracleRow> = read_rows(&oracle_log, "oracle result")?;
     for c in &selection.candidates {
-        if rows.iter().any(|r| r.spec == c.spec) {
+        if bench.report_only || rows.iter().any(|r| r.spec == c.spec) {
             continue;
         }
         progress.message(&format!(
@@ -284,6 +289,12 @@ fn summarise(
         .iter()
         .find(|r| r.spec == selection.chosen_spec)
         .ok_or_else(|| SelftError::Config("the chosen set has no oracle run".into()))?;
+    let missing = selection
+        .candidates
+        .iter()
+        .filter(|c| !rows.iter().any(|r| r.spec == c.spec))
+        .map(|c| c.spec.clone())
+        .collect();
     let synthetic: Vec<f64> = rows.iter().map(|r| r.synthetic_score).collect();
     let held: Vec<f64> = rows.iter().map(|r| r.test_accuracy).collect();
     Ok(SelectionReport {
@@ -301,6 +312,7 @@ fn summarise(
         perturbation: selection.config.perturbation.to_string(),
         seed: config.run.seed,
         candidates: rows,
+        missing,
     })
 }
 

@@ -205,6 +205,7 @@ fn the_selection_bench_scores_every_candidate_and_resumes() {
         );
     }
     assert!(out.with_extension("svg").is_file());
+    assert!(report.missing.is_empty());
     let log = std::fs::read_to_string(bench.work.join("oracle.jsonl")).unwrap();
     let again = run_selection_bench(&bench, &out, &mut ()).unwrap();
     let scores = |r: &dpselft_bench::selection::SelectionReport| -> Vec<(String, f64, f64)> {

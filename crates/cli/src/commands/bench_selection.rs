@@ -40,6 +40,9 @@ pub struct SelectionArgs {
     /// [default: runs/bench-selection/<task>-<synthesizer>-eps<ε>-seed<S>].
     #[arg(long)]
     pub work: Option<PathBuf>,
+    /// Train nothing more: summarise the candidates finished so far.
+    #[arg(long)]
+    pub report_only: bool,
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
@@ -98,6 +101,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         paths,
         held_out_fraction: args.held_out_fraction,
         work,
+        report_only: args.report_only,
     };
     let report = run_selection_bench(&bench, &out, &mut Log)?;
     println!("| candidate | synthetic score | held-out accuracy |");
@@ -112,6 +116,9 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             "| `{}`{mark} | {:.4} | {:.3} |",
             c.spec, c.synthetic_score, c.test_accuracy
         );
+    }
+    if !report.missing.is_empty() {
+        println!("not run yet: {:?}", report.missing);
     }
     println!(
         "Spearman {:.3}, regret {:.3} (oracle `{}`, chosen `{}` at lr {:.2e}); report {}",

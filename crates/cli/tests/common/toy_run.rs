@@ -170,5 +170,6 @@ pub fn selection_bench(root: &Path) -> dpselft_bench::selection::SelectionBench 
         },
         held_out_fraction: 0.25,
         work: root.join("selection-bench"),
+        report_only: false,
     }
 }
