@@ -181,6 +181,12 @@ fn synth_and_select(
             message: format!("not a selection: {e}"),
         });
     }
+    if bench.report_only {
+        return Err(SelftError::Config(format!(
+            "{} has no selection yet: nothing to report",
+            bench.work.display()
+        )));
+    }
     if run.exists() {
         std::fs::remove_dir_all(&run).map_err(|e| io_err(&run, e))?;
     }

@@ -72,6 +72,10 @@ pub struct SyntheticReport {
     pub task: String,
     /// The synthesizer's name.
     pub synthesizer: String,
+    /// What one example is, as the prompts said it (`run.data_kind`; absent in reports written
+    /// before the prompts said it, which used "text").
+    #[serde(default)]
+    pub data_kind: Option<String>,
     /// Synthetic examples the probe was trained on (S_train ∪ S_val).
     pub synthetic_examples: usize,
     /// The probe trained on S, scored on the real test split.
@@ -146,6 +150,7 @@ pub fn run_synthetic_bench(
     Ok(SyntheticReport {
         task: bench.task.clone(),
         synthesizer: bench.config.synth.synthesizer().name().to_string(),
+        data_kind: Some(bench.config.run.data_kind.clone()),
         synthetic_examples: pooled.len(),
         synthetic_to_real_accuracy: on_synthetic,
         real_probe_accuracy: on_real,

@@ -38,7 +38,7 @@ pub struct SyntheticArgs {
     /// Probe learning rate.
     #[arg(long, default_value_t = Probe::default().lr)]
     pub probe_lr: f64,
-    /// The report [default: bench/synthetic/<task>.json].
+    /// The report [default: bench/synthetic/<task>.<synthesizer>.json].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Work folder for the synthetic run and the probes (must not exist)
@@ -86,10 +86,10 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
             args.seed
         ))
     });
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("bench/synthetic").join(format!("{}.json", task.name())));
+    let name = config.synth.synthesizer().name();
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("bench/synthetic").join(format!("{}.{name}.json", task.name()))
+    });
     let probe = Probe {
         steps: args.probe_steps,
         lr: args.probe_lr,
