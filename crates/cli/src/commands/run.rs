@@ -274,7 +274,11 @@ pub fn select(args: Args) -> anyhow::Result<()> {
             "chosen: {} at lr {:.2e}",
             selection.chosen_spec, selection.chosen_lr
         );
-        for c in selection.candidates.iter().chain(selection.lr_trials.iter().skip(1)) {
+        for c in selection
+            .candidates
+            .iter()
+            .chain(selection.lr_trials.iter().skip(1))
+        {
             println!(
                 "  round {}  {:<28} lr {:.1e}  score {:.4} ± {:.4}  acc {}  params {:>9}  ρ {:.3e}",
                 c.round,
