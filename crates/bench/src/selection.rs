@@ -382,6 +382,14 @@ pub fn scatter_svg(report: &SelectionReport) -> String {
         (lo - 0.05 * span, span * 1.1)
     };
     let ((x0, xs_span), (y0, ys_span)) = (range(&xs), range(&ys));
+    let partial = match report.missing.len() {
+        0 => String::new(),
+        m => format!(
+            " over {} of {} candidates",
+            report.candidates.len(),
+            report.candidates.len() + m
+        ),
+    };
     let px = |x: f64| pad + (w - 2.0 * pad) * (x - x0) / xs_span;
     let py = |y: f64| h - pad - (h - 2.0 * pad) * (y - y0) / ys_span;
     let mut s = String::new();
@@ -391,8 +399,8 @@ pub fn scatter_svg(report: &SelectionReport) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="8" y="18" font-weight="bold">{} at ε = {}: Spearman {:.2}, regret {:.3} (chosen orange, oracle circled)</text>"#,
-        report.task, report.epsilon, report.spearman, report.regret
+        r#"<text x="8" y="18" font-weight="bold">{} at ε = {}: Spearman {:.2}, regret {:.3}{} (chosen orange, oracle circled)</text>"#,
+        report.task, report.epsilon, report.spearman, report.regret, partial
     );
     let _ = writeln!(
         s,

@@ -118,7 +118,8 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         );
     }
     if !report.missing.is_empty() {
-        println!("not run yet: {:?}", report.missing);
+        let missing: Vec<String> = report.missing.iter().map(|s| s.to_string()).collect();
+        println!("not run yet: {}", missing.join(" "));
     }
     println!(
         "Spearman {:.3}, regret {:.3} (oracle `{}`, chosen `{}` at lr {:.2e}); report {}",
