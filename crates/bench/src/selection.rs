@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use dpselft_data::{Dataset, SeededChoice, write_jsonl};
-use dpselft_dp::{DpTrainer, Duration, Start, TrainConfig, TrainData, TrainerOptions};
+use dpselft_dp::{DpTrainer, Start, TrainData, TrainerOptions};
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_privacy::Stage;
 use dpselft_selft::error::io_err;
-use dpselft_selft::pipeline::{ResolvedPaths, load_train, run_select, run_synth};
+use dpselft_selft::pipeline::{ResolvedPaths, load_train, run_select, run_synth, stage3_config};
 use dpselft_selft::{Progress, Result, RunConfig, Selection, SelftError};
 use serde::{Deserialize, Serialize};
 
@@ -218,28 +218,8 @@ fn oracle_run(
     let ledger = dir.join("ledger.json");
     let run_ledger = bench.work.join("run").join("ledger.json");
     std::fs::copy(&run_ledger, &ledger).map_err(|e| io_err(&run_ledger, e))?;
-    let (r, t) = (&config.run, &config.train);
-    let train_config = TrainConfig {
-        task: r.task,
-        trainable: spec.clone(),
-        duration: Duration::Epochs(t.epochs),
-        batch_size: t.batch_size,
-        clip: t.clip,
-        automatic_clip_gamma: None,
-        lr: t.lr,
-        optimizer: t.optimizer,
-        warmup_steps: 0,
-        privacy: r.privacy(),
-        max_tokens: t.max_tokens,
-        max_seq_len: t.max_seq_len,
-        eval_every: None,
-        log_every: 1,
-        checkpoint_every: None,
-        seed: r.seed,
-        init_seed: 0,
-        log_private_metrics: false,
-        allow_large_delta: r.allow_large_delta,
-    };
+    // Stage 3 as the run would do it, at the configured η for every candidate.
+    let train_config = stage3_config(config, spec.clone(), config.train.lr);
     let options = TrainerOptions {
         shared_ledger: Some(ledger),
         stage: Stage::Train,

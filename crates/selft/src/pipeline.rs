@@ -288,7 +288,7 @@ fn train_stage(
     ));
     let started = Instant::now();
     let device = Device::Cpu;
-    let train_config = stage3_config(&config, &selection);
+    let train_config = stage3_config(&config, selection.chosen_spec.clone(), selection.chosen_lr);
     let options = TrainerOptions {
         shared_ledger: Some(ledger_path.clone()),
         stage: Stage::Train,
@@ -324,17 +324,19 @@ fn train_stage(
     Ok(metrics)
 }
 
-/// Stage 3's training configuration: the run's settings, the chosen set and its learning rate.
-fn stage3_config(config: &RunConfig, selection: &Selection) -> TrainConfig {
+/// Stage 3's training configuration: the run's settings with `trainable` at peak rate `lr` (the
+/// chosen set and its learning rate; the selection bench's oracle runs use it for every
+/// candidate).
+pub fn stage3_config(config: &RunConfig, trainable: TrainableSpec, lr: f64) -> TrainConfig {
     let (r, t) = (&config.run, &config.train);
     TrainConfig {
         task: r.task,
-        trainable: selection.chosen_spec.clone(),
+        trainable,
         duration: Duration::Epochs(t.epochs),
         batch_size: t.batch_size,
         clip: t.clip,
         automatic_clip_gamma: None,
-        lr: selection.chosen_lr,
+        lr,
         optimizer: t.optimizer,
         warmup_steps: 0,
         privacy: r.privacy(),

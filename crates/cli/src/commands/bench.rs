@@ -23,6 +23,8 @@ use dpselft_bench::step_cost::{
     time_interleaved, tiny_model,
 };
 use dpselft_model::{Model, TrainableSpec};
+use dpselft_selft::pipeline::{ResolvedPaths, Scale};
+use dpselft_selft::{RunConfig, SynthSection};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -96,6 +98,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         BenchCommand::Synthetic(args) => super::bench_synthetic::run(*args),
         BenchCommand::Selection(args) => super::bench_selection::run(*args),
     }
+}
+
+/// The run configuration and models of a benchmark task: `config` (a file) or the small preset
+/// with `synthesizer` (default settings; ignored with a file), the task's data (built if absent)
+/// and data kind, the bench's ε and seed. Shared by `bench synthetic` and `bench selection`.
+pub(super) fn task_run(
+    task: dpselft_data::BenchmarkTask,
+    config: Option<&Path>,
+    synthesizer: Option<&str>,
+    (epsilon, seed): (f64, u64),
+    assets: Option<&Path>,
+) -> anyhow::Result<(RunConfig, ResolvedPaths)> {
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(usage(format!("--epsilon {epsilon} must be > 0")));
+    }
+    let mut c = match config {
+        Some(path) => RunConfig::load(path)?,
+        None => RunConfig::preset(Scale::Small),
+    };
+    if let (None, Some(name)) = (config, synthesizer) {
+        c.synth = SynthSection::named(name).map_err(|e| usage(format!("--synthesizer: {e}")))?;
+    }
+    let (train_data, test_data) = super::data::ensure_task_data(task, assets)?;
+    c.run.train_data = train_data;
+    c.run.test_data = Some(test_data);
+    c.run.data_kind = task.data_kind().into();
+    c.run.epsilon = epsilon;
+    c.run.seed = Some(seed);
+    c.validate().map_err(|e| usage(e.to_string()))?;
+    let paths = ResolvedPaths {
+        model: resolve_model(&c.run.model, assets)?,
+        generator: resolve_model(&c.run.generator, assets)?,
+    };
+    Ok((c, paths))
 }
 
 fn usage(msg: String) -> anyhow::Error {

@@ -5,12 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dpselft_bench::selection::{SelectionBench, run_selection_bench};
-use dpselft_selft::pipeline::{ResolvedPaths, Scale};
-use dpselft_selft::{RunConfig, SynthSection};
 
 use super::UsageError;
 use super::bench_utility::{Log, TaskArg};
-use super::fetch_assets::resolve_model;
 
 /// Arguments of `dpselft bench selection`.
 #[derive(clap::Args, Debug)]
@@ -51,9 +48,6 @@ pub struct SelectionArgs {
 /// Runs `dpselft bench selection`.
 pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     let task = args.task.task();
-    if !(args.epsilon.is_finite() && args.epsilon > 0.0) {
-        return Err(UsageError(format!("--epsilon {} must be > 0", args.epsilon)).into());
-    }
     if !(args.held_out_fraction > 0.0 && args.held_out_fraction < 1.0) {
         return Err(UsageError(format!(
             "--held-out-fraction {} must be in (0, 1)",
@@ -61,24 +55,14 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let mut config = match &args.config {
-        Some(path) => RunConfig::load(path)?,
-        None => RunConfig::preset(Scale::Small),
-    };
-    if let (None, Some(name)) = (&args.config, &args.synthesizer) {
-        config.synth =
-            SynthSection::named(name).map_err(|e| UsageError(format!("--synthesizer: {e}")))?;
-    }
-    let (train_data, _) = super::data::ensure_task_data(task, args.assets.as_deref())?;
-    config.run.train_data = train_data;
-    config.run.data_kind = task.data_kind().into();
-    config.run.epsilon = args.epsilon;
-    config.run.seed = Some(args.seed);
-    config.validate().map_err(|e| UsageError(e.to_string()))?;
-    let paths = ResolvedPaths {
-        model: resolve_model(&config.run.model, args.assets.as_deref())?,
-        generator: resolve_model(&config.run.generator, args.assets.as_deref())?,
-    };
+    // The test split is set but never read: the bench scores on held-out training data.
+    let (config, paths) = super::bench::task_run(
+        task,
+        args.config.as_deref(),
+        args.synthesizer.as_deref(),
+        (args.epsilon, args.seed),
+        args.assets.as_deref(),
+    )?;
     let synthesizer = config.synth.synthesizer().name();
     let work = args.work.clone().unwrap_or_else(|| {
         PathBuf::from("runs/bench-selection").join(format!(

@@ -5,12 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dpselft_bench::synthetic::{Probe, SyntheticBench, run_synthetic_bench};
-use dpselft_selft::pipeline::{ResolvedPaths, Scale};
-use dpselft_selft::{RunConfig, SynthSection};
 
-use super::UsageError;
 use super::bench_utility::{Log, TaskArg};
-use super::fetch_assets::resolve_model;
 
 /// Arguments of `dpselft bench synthetic`.
 #[derive(clap::Args, Debug)]
@@ -53,29 +49,13 @@ pub struct SyntheticArgs {
 /// Runs `dpselft bench synthetic`.
 pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
     let task = args.task.task();
-    if !(args.epsilon.is_finite() && args.epsilon > 0.0) {
-        return Err(UsageError(format!("--epsilon {} must be > 0", args.epsilon)).into());
-    }
-    let mut config = match &args.config {
-        Some(path) => RunConfig::load(path)?,
-        None => {
-            let mut c = RunConfig::preset(Scale::Small);
-            c.synth = SynthSection::named(&args.synthesizer)
-                .map_err(|e| UsageError(format!("--synthesizer: {e}")))?;
-            c
-        }
-    };
-    let (train_data, test_data) = super::data::ensure_task_data(task, args.assets.as_deref())?;
-    config.run.train_data = train_data;
-    config.run.test_data = Some(test_data);
-    config.run.data_kind = task.data_kind().into();
-    config.run.epsilon = args.epsilon;
-    config.run.seed = Some(args.seed);
-    config.validate().map_err(|e| UsageError(e.to_string()))?;
-    let paths = ResolvedPaths {
-        model: resolve_model(&config.run.model, args.assets.as_deref())?,
-        generator: resolve_model(&config.run.generator, args.assets.as_deref())?,
-    };
+    let (config, paths) = super::bench::task_run(
+        task,
+        args.config.as_deref(),
+        Some(&args.synthesizer),
+        (args.epsilon, args.seed),
+        args.assets.as_deref(),
+    )?;
     let work = args.work.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -117,17 +117,13 @@ impl GeneratorConfig {
                 self.num_samples
             ));
         }
-        if !(self.histogram_share > 0.0 && self.histogram_share < 1.0) {
-            return bad(format!(
-                "histogram_share {} must be in (0, 1)",
-                self.histogram_share
-            ));
-        }
-        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
-            return bad(format!(
-                "val_fraction {} must be in (0, 1)",
-                self.val_fraction
-            ));
+        for (name, v) in [
+            ("histogram_share", self.histogram_share),
+            ("val_fraction", self.val_fraction),
+        ] {
+            if !super::in_unit_interval(v) {
+                return bad(format!("{name} {v} must be in (0, 1)"));
+            }
         }
         if !self.prompt.contains("{label}") {
             return bad(format!(

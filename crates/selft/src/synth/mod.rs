@@ -151,6 +151,11 @@ impl<'de> Deserialize<'de> for SynthSection {
     }
 }
 
+/// Whether a share or fraction lies strictly between 0 and 1 (the synthesizers' settings check).
+pub(crate) fn in_unit_interval(v: f64) -> bool {
+    v > 0.0 && v < 1.0
+}
+
 /// The synthesizers' names.
 pub const SYNTHESIZERS: [&str; 2] = ["dp-generator", "private-evolution"];
 

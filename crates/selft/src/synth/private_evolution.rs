@@ -113,17 +113,13 @@ impl EvolutionConfig {
                 self.num_samples, self.rounds
             ));
         }
-        if !(self.histogram_share > 0.0 && self.histogram_share < 1.0) {
-            return bad(format!(
-                "histogram_share {} must be in (0, 1)",
-                self.histogram_share
-            ));
-        }
-        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
-            return bad(format!(
-                "val_fraction {} must be in (0, 1)",
-                self.val_fraction
-            ));
+        for (name, v) in [
+            ("histogram_share", self.histogram_share),
+            ("val_fraction", self.val_fraction),
+        ] {
+            if !super::in_unit_interval(v) {
+                return bad(format!("{name} {v} must be in (0, 1)"));
+            }
         }
         if !(self.threshold.is_finite() && self.threshold >= 0.0) {
             return bad(format!("threshold {} must be ≥ 0", self.threshold));
