@@ -23,7 +23,7 @@ pub use catalog::{ALL, AssetSpec, Client};
 pub use derive::{Derivation, GgufTokenizerFn, derive_gpt2_tokenizer, loader_files};
 pub use download::{Downloader, PackageClients};
 pub use error::FetchError;
-pub use fetch::{AssetState, FetchOutcome, fetch, state};
+pub use fetch::{AssetState, FetchOutcome, asset_dir, fetch, state};
 
 /// The environment variable that overrides the default assets folder.
 pub const ASSETS_ENV: &str = "DPSELFT_ASSETS";
@@ -50,13 +50,17 @@ pub fn workspace_assets_root(crate_manifest_dir: &str) -> PathBuf {
 
 /// Fetches `spec` under `root` unless it is already there, holding an exclusive lock on
 /// `root/.lock` so that concurrent callers (parallel tests, two shells) download it only once.
-/// Returns the asset's folder.
+/// Returns the asset's folder. An asset already in place is used without the lock, so that a
+/// read-only shared assets folder works.
 pub fn ensure(
     root: &Path,
     spec: &AssetSpec,
     downloader: &dyn Downloader,
     derive: fetch::DeriveFn<'_>,
 ) -> Result<PathBuf, FetchError> {
+    if state(root, spec) == AssetState::Ready {
+        return Ok(fetch::asset_dir(root, spec));
+    }
     std::fs::create_dir_all(root).map_err(|e| FetchError::io(root, e))?;
     let lock_path = root.join(".lock");
     let lock = std::fs::File::create(&lock_path).map_err(|e| FetchError::io(&lock_path, e))?;

@@ -367,3 +367,24 @@ fn real_fetch_of_small_packages() {
         .count();
     assert_eq!(documents, 500);
 }
+
+#[test]
+fn a_ready_asset_in_a_read_only_folder_is_used_without_the_lock() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let package = tmp.path().join("fake-1.0.0.tgz");
+    make_tgz(&package, &[("package/a.txt", &[1u8; 1000])]);
+    let spec = spec_for(Client::Npm, &package, "package/");
+    let root = tmp.path().join("assets");
+    let downloader = SharedLocalFile {
+        file: package,
+        calls: AtomicUsize::new(0),
+    };
+    dpselft_assets::ensure(&root, &spec, &downloader, &no_derive).unwrap();
+    let _ = fs::remove_file(root.join(".lock"));
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o555)).unwrap();
+    let again = dpselft_assets::ensure(&root, &spec, &downloader, &no_derive);
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(again.unwrap().join("a.txt").is_file());
+    assert_eq!(downloader.calls.load(Ordering::SeqCst), 1);
+}

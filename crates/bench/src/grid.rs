@@ -286,7 +286,7 @@ fn baseline_cell(
         max_seq_len: d.max_seq_len,
         eval_every: None,
         log_every: 1,
-        checkpoint_every: None,
+        checkpoints: dpselft_dp::Checkpoints::Off,
         seed: Some(cell.seed),
         init_seed: 0,
         log_private_metrics: false,

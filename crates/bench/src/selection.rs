@@ -224,6 +224,7 @@ fn oracle_run(
         shared_ledger: Some(ledger),
         stage: Stage::Train,
         prefix_cache: true,
+        stage_budget: false,
     };
     let started = std::time::Instant::now();
     let mut trainer = DpTrainer::new_with(

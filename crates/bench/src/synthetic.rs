@@ -191,7 +191,7 @@ fn train_probe(
         max_seq_len: p.max_seq_len,
         eval_every: None,
         log_every: 10,
-        checkpoint_every: None,
+        checkpoints: dpselft_dp::Checkpoints::Off,
         seed: Some(0),
         init_seed: 0,
         log_private_metrics: false,
@@ -201,6 +201,7 @@ fn train_probe(
         shared_ledger: None,
         stage: Stage::Train,
         prefix_cache: true,
+        stage_budget: false,
     };
     let model = Model::load(&bench.paths.model, &Device::Cpu)?;
     let dir: &Path = &bench.work.join(name);

@@ -33,6 +33,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Show what a model computes for one text (tokens, hidden states, logits or embedding).
     Inspect(commands::inspect::Args),
+    /// Audit the privacy claim empirically: canaries, one training run, an ε lower bound.
+    Audit(Box<commands::audit::Args>),
     /// Fine-tune a model with differential privacy (DP-SGD), or a non-private baseline.
     Train(Box<commands::train::Args>),
     /// Accuracy and macro-F1, or perplexity, of a model on a held-out data set.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Account(args) => commands::account::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Audit(args) => commands::audit::run(*args),
         Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             // Invalid arguments exit with 2, like clap's own usage errors; everything else with 1.
             if err.downcast_ref::<commands::UsageError>().is_some() {
                 ExitCode::from(2)
@@ -74,5 +77,40 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message so far
+/// already contains (error types that print their source in their own message would otherwise
+/// show it twice).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let err = anyhow::Error::new(io).context("x/latest.json: No such file or directory");
+        assert_eq!(
+            error_chain(&err),
+            "x/latest.json: No such file or directory"
+        );
+        let err = anyhow::anyhow!("disk full").context("writing y");
+        assert_eq!(error_chain(&err), "writing y: disk full");
     }
 }

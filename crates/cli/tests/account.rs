@@ -263,3 +263,25 @@ fn bad_input_exits_with_2_and_a_clear_message() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_target_only_pld_reaches_is_answered_with_rdp_marked_unreachable() {
+    let args = [
+        "--target-epsilon",
+        "1e-9",
+        "--sampling-rate",
+        "0.01",
+        "--steps",
+        "100",
+        "--delta",
+        "1e-5",
+    ];
+    let v = json(&account(&[&args[..], &["--json"]].concat()));
+    let sigma = v["sigma"]["pld"].as_f64().unwrap();
+    assert!(sigma > 1000.0, "{sigma}");
+    assert!(v["sigma"].get("rdp").is_none());
+    assert!(v["rdp_unreachable"].as_str().unwrap().contains("rdp"));
+    // Asked for RDP alone, the failure is the answer.
+    let rdp = account(&[&args[..], &["--accountant", "rdp"]].concat());
+    assert!(!rdp.status.success());
+}

@@ -128,3 +128,43 @@ fn out_that_is_a_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a folder"));
 }
+
+#[test]
+fn a_damaged_fetched_corpus_is_refused_not_built_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let assets = tmp.path().join("assets");
+    fake_assets(&assets);
+    // Mark the fake Brown folder as a fetched asset, then damage one document.
+    let spec = dpselft_assets::catalog::BROWN;
+    let dir = dpselft_assets::asset_dir(&assets, &spec);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        files.push((name, std::fs::metadata(&path).unwrap().len()));
+    }
+    let marker = dpselft_assets::fetch::Marker {
+        id: spec.id.into(),
+        package: spec.package.into(),
+        sha256: spec.sha256.into(),
+        files,
+    };
+    write(
+        &dir.join(dpselft_assets::fetch::MARKER_FILE),
+        &serde_json::to_string(&marker).unwrap(),
+    );
+    let built = dpselft(&["data", "build", "brown-genre"], tmp.path(), None);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    write(&dir.join("ca03"), "\n");
+    let out = dpselft(&["data", "build", "brown-genre"], tmp.path(), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("damaged") && stderr.contains("ca03") && stderr.contains("fetch-assets"),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::toy_run::{EVOLUTION_SYNTH, config_with_synth, grid_bench, selection_bench, setup};
 use common::{dpselft, ok};
 
@@ -277,7 +279,7 @@ fn the_utility_grid_runs_each_cell_once_and_resumes() {
 #[test]
 fn a_bad_test_split_fails_before_anything_is_spent() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut args = setup(tmp.path());
+    let args = setup(tmp.path());
     let test = tmp.path().join("test.jsonl");
     let good = std::fs::read_to_string(&test).unwrap();
     std::fs::write(
@@ -286,10 +288,7 @@ fn a_bad_test_split_fails_before_anything_is_spent() {
     )
     .unwrap();
     let out = tmp.path().join("run");
-    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
-    let mut argv = vec!["run"];
-    argv.extend(args.iter().map(String::as_str));
-    let failed = dpselft(&argv);
+    let failed = run_into(&args, &out);
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(!failed.status.success());
     assert!(
@@ -301,5 +300,45 @@ fn a_bad_test_split_fails_before_anything_is_spent() {
         "privacy was spent: a ledger exists"
     );
     std::fs::write(&test, good).unwrap();
-    ok(&dpselft(&argv));
+    ok(&run_into(&args, &out));
+}
+
+/// `dpselft run ARGS --out OUT`.
+fn run_into(args: &[String], out: &Path) -> std::process::Output {
+    let out = out.to_string_lossy().into_owned();
+    let mut argv = vec!["run"];
+    argv.extend(args.iter().map(String::as_str));
+    argv.extend(["--out", &out]);
+    dpselft(&argv)
+}
+
+#[test]
+fn a_one_label_training_set_fails_before_anything_is_spent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let train = tmp.path().join("train.jsonl");
+    let text = std::fs::read_to_string(&train).unwrap();
+    let first_label = text
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit("\"label\":")
+        .next()
+        .unwrap()
+        .to_string();
+    let kept: String = text
+        .lines()
+        .filter(|l| l.ends_with(&first_label))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&train, kept).unwrap();
+    let out = tmp.path().join("run");
+    let failed = run_into(&args, &out);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains("train.jsonl") && stderr.contains("two labels"),
+        "{stderr}"
+    );
+    assert!(!out.join("ledger.json").exists(), "privacy was spent");
 }

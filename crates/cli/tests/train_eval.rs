@@ -213,3 +213,149 @@ fn delta_not_below_one_over_n_needs_an_explicit_override() {
     assert_eq!(ledger["overrides"][0]["kind"], "delta_not_below_one_over_n");
     assert_eq!(ledger["overrides"][0]["examples"], 40);
 }
+
+/// Runs `dpselft train` on the tiny model with `data` (and `eval`, if any) into `out`.
+fn train_on(model: &Path, data: &Path, eval: Option<&Path>, out: &Path) -> std::process::Output {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, data_s, out_s) = (s(model), s(data), s(out));
+    let eval_s = eval.map(s);
+    let mut args = vec![
+        "train",
+        "--model",
+        &model_s,
+        "--data",
+        &data_s,
+        "--epsilon",
+        "3",
+        "--trainable",
+        "head",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--max-seq-len",
+        "16",
+        "--out",
+        &out_s,
+    ];
+    if let Some(e) = &eval_s {
+        args.extend(["--eval-data", e]);
+    }
+    dpselft(&args)
+}
+
+/// Settings that void the guarantee or the result are refused before the ledger exists: a
+/// one-label training set, and evaluation data that is the training data; a small natural
+/// overlap is only reported.
+#[test]
+fn one_label_and_evaluating_on_training_data_are_refused_before_anything_is_spent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let train = tmp.path().join("train.jsonl");
+    data(&train, 100, 0);
+    let one_label = tmp.path().join("one.jsonl");
+    let lines: String = std::fs::read_to_string(&train)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"colour\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&one_label, lines).unwrap();
+    let out = tmp.path().join("run");
+    let refused = train_on(&model, &one_label, None, &out);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("one.jsonl") && stderr.contains("\"colour\"") && stderr.contains("two"),
+        "{stderr}"
+    );
+    assert!(!out.join("ledger.json").exists());
+
+    let same = train_on(&model, &train, Some(&train), &out);
+    let stderr = String::from_utf8_lossy(&same.stderr);
+    assert!(!same.status.success());
+    assert!(
+        stderr.contains("also in the training data") && stderr.contains("train.jsonl"),
+        "{stderr}"
+    );
+    assert!(!out.join("ledger.json").exists());
+    // One example of 30 shared: a note, and the run goes on.
+    let eval = tmp.path().join("eval.jsonl");
+    data(&eval, 29, 7);
+    let first = std::fs::read_to_string(&train).unwrap();
+    let first = first.lines().next().unwrap();
+    let mut text = std::fs::read_to_string(&eval).unwrap();
+    text.push_str(&format!("{first}\n"));
+    std::fs::write(&eval, text).unwrap();
+    let noted = train_on(&model, &train, Some(&eval), &out);
+    assert!(
+        noted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&noted.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&noted.stderr);
+    assert!(stderr.contains("are also training examples"), "{stderr}");
+}
+
+/// `train --resume` of a run killed before its first checkpoint restarts it, says what was
+/// lost, and the lost steps stay in the ledger; a fresh `train` on the folder points at
+/// `--resume`, and `--resume` of a finished run is refused.
+#[test]
+fn a_killed_run_without_a_checkpoint_restarts_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let train = tmp.path().join("train.jsonl");
+    data(&train, 100, 0);
+    let out = tmp.path().join("run");
+    let done = train_on(&model, &train, None, &out);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // Simulate the kill: the run had recorded its first chunk, then died (no summary, no model).
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    let path = out.join("ledger.json");
+    let mut ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    ledger["entries"][0]["steps"] = 1.into();
+    std::fs::write(&path, ledger.to_string()).unwrap();
+    let again = train_on(&model, &train, None, &out);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let s = out.to_str().unwrap();
+    let resumed = dpselft(&["train", "--resume", "--out", s]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no checkpoint") && stderr.contains("lost"),
+        "{stderr}"
+    );
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let entries = ledger["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{ledger}");
+    assert_eq!(entries[0]["lost"], true);
+    assert!(
+        ledger["spent"]["by_accountant"]["pld"]["epsilon"]
+            .as_f64()
+            .unwrap()
+            <= 3.0
+    );
+    let finished = dpselft(&["train", "--resume", "--out", s]);
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(
+        !finished.status.success() && stderr.contains("finished run"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("finished run").count(),
+        1,
+        "printed once: {stderr}"
+    );
+}

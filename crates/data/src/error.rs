@@ -153,6 +153,30 @@ pub enum Problem {
     /// A labels file that is not of the expected shape.
     #[error("expected a labels file like {{\"labels\": [\"a\", \"b\"]}}: {0}")]
     BadLabelsFile(String),
+    /// A label sub-folder of a folder dataset without a single `.txt` example.
+    #[error("a label folder with no .txt example: add its examples, or remove the folder")]
+    EmptyLabelFolder,
+    /// Classification training data with a single label.
+    #[error(
+        "every example has the label \"{0}\": a classifier trained on it has one answer (classification needs at least two labels)"
+    )]
+    OneLabel(String),
+    /// Evaluation data that is mostly training data.
+    #[error(
+        "{shared} of its {total} examples are also in the training data {train} (e.g. example #{first_eval}, training example #{first_train}): an evaluation on training examples is no held-out result, and releases what the ledger does not cover"
+    )]
+    EvalIsTrainingData {
+        /// Evaluation examples whose text is also a training example's.
+        shared: usize,
+        /// Evaluation examples.
+        total: usize,
+        /// The training data's path.
+        train: String,
+        /// The first shared evaluation example (1-based, file order).
+        first_eval: usize,
+        /// Its training twin (1-based, file order).
+        first_train: usize,
+    },
     /// A problem in a benchmark corpus.
     #[error("{0}")]
     Corpus(String),

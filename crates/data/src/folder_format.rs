@@ -77,6 +77,7 @@ pub(crate) fn read_folder(dir: &Path, options: &LoadOptions) -> Result<Vec<RawRe
             .and_then(|n| n.to_str())
             .ok_or_else(|| DataError::invalid(Location::file(sub), Problem::NonUtf8Name))?;
         let label = (options.labels != LabelRequirement::Ignore).then(|| name.to_string());
+        let before = records.len();
         for file in list_dir(sub)? {
             if file.is_file() && is_txt(&file) && !is_hidden(&file) {
                 records.push(RawRecord {
@@ -85,6 +86,13 @@ pub(crate) fn read_folder(dir: &Path, options: &LoadOptions) -> Result<Vec<RawRe
                     label: label.clone(),
                 });
             }
+        }
+        // A label whose folder is empty would silently vanish from the label set.
+        if label.is_some() && records.len() == before {
+            return Err(DataError::invalid(
+                Location::file(sub),
+                Problem::EmptyLabelFolder,
+            ));
         }
     }
     Ok(records)

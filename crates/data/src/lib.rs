@@ -20,6 +20,7 @@ pub mod html;
 pub mod mime;
 mod mime_decode;
 mod mime_header;
+mod overlap;
 pub mod spam;
 pub mod subset;
 mod task;
@@ -31,6 +32,7 @@ pub use dataset::{
     load_dataset_as, read_labels, write_jsonl, write_labels,
 };
 pub use error::{DataError, Location, Problem};
+pub use overlap::{Overlap, check_eval_overlap, check_two_labels, overlap};
 pub use spam::{SpamBuild, SpamStats, build_spam};
 pub use subset::{SeededChoice, fisher_yates, subset};
 pub use task::{BenchmarkTask, BuiltTask, LabelCount, TaskSplits, format_counts_table};

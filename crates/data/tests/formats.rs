@@ -567,6 +567,18 @@ fn folder_label_with_a_single_example() {
 }
 
 #[test]
+fn folder_empty_label_folder_is_an_error_not_a_dropped_label() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "ds/x/a.txt", b"one");
+    write(&dir, "ds/x/b.txt", b"two");
+    write(&dir, "ds/y/notes.md", b"not an example");
+    let msg = load(&dir.path().join("ds")).unwrap_err().to_string();
+    let y = dir.path().join("ds/y");
+    assert!(msg.starts_with(&y.display().to_string()), "{msg}");
+    assert!(msg.contains("no .txt example"), "{msg}");
+}
+
+#[test]
 fn folder_stray_text_file_beside_label_folders() {
     let dir = TempDir::new().unwrap();
     write(&dir, "ds/x/a.txt", b"one");

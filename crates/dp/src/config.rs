@@ -19,6 +19,54 @@ pub enum Duration {
     Steps(u64),
 }
 
+/// When a run writes checkpoints. Each checkpoint also ends a chunk of ledger entries (steps are
+/// recorded a chunk ahead of running them), so a run killed without resuming has spent at most
+/// one chunk more than it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checkpoints {
+    /// Never (a killed run restarts from step 0; what it recorded is lost).
+    Off,
+    /// Every this many steps.
+    Every(u64),
+    /// [`AUTO_CHECKPOINTS`] times per run, evenly spaced (the default).
+    #[default]
+    Auto,
+}
+
+/// How many checkpoints [`Checkpoints::Auto`] writes per run: a kill then loses at most a tenth
+/// of the run, and writing the trainable parameters and moments ten times costs little next to
+/// the steps.
+pub const AUTO_CHECKPOINTS: u64 = 10;
+
+impl Checkpoints {
+    /// The interval in steps for a run of `total_steps` steps (`None`: no checkpoints).
+    pub fn interval(self, total_steps: u64) -> Option<u64> {
+        match self {
+            Self::Off => None,
+            Self::Every(n) => Some(n),
+            Self::Auto => Some(total_steps.div_ceil(AUTO_CHECKPOINTS).max(1)),
+        }
+    }
+}
+
+impl std::str::FromStr for Checkpoints {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "auto" => Ok(Self::Auto),
+            n => match n.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Self::Every(n)),
+                _ => Err(format!(
+                    "`{n}`: expected a number of steps ≥ 1, `auto` or `off`"
+                )),
+            },
+        }
+    }
+}
+
 /// The privacy target of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
@@ -66,8 +114,8 @@ pub struct TrainConfig {
     pub eval_every: Option<u64>,
     /// Write a metrics line (and update ε spent) every this many steps.
     pub log_every: u64,
-    /// Write a checkpoint every this many steps.
-    pub checkpoint_every: Option<u64>,
+    /// When to write checkpoints (a checkpoint lets [`crate::Start::Resume`] continue).
+    pub checkpoints: Checkpoints,
     /// A seed for a reproducible run: it seeds sampling *and noise* (the noise is then
     /// predictable to whoever knows the seed; the ledger and summary say so). `None`: the OS.
     pub seed: Option<u64>,
@@ -106,7 +154,7 @@ impl Default for TrainConfig {
             max_seq_len: 128,
             eval_every: None,
             log_every: 10,
-            checkpoint_every: None,
+            checkpoints: Checkpoints::Auto,
             seed: None,
             init_seed: 0,
             log_private_metrics: false,
@@ -125,7 +173,10 @@ impl TrainConfig {
         if self.max_tokens == 0 || self.max_seq_len < 2 {
             return bad("max tokens must be ≥ 1 and max sequence length ≥ 2".into());
         }
-        if self.log_every == 0 || self.eval_every == Some(0) || self.checkpoint_every == Some(0) {
+        if self.log_every == 0
+            || self.eval_every == Some(0)
+            || self.checkpoints == Checkpoints::Every(0)
+        {
             return bad("log/eval/checkpoint intervals must be ≥ 1 step".into());
         }
         match self.duration {

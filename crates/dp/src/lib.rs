@@ -14,10 +14,12 @@
 //! selection, inspection and benchmarks share; [`head`] sets a model up for its task; [`task`]
 //! tokenizes data and scores examples. A run: [`config`] says what it is, [`plan`] calibrates σ
 //! (the one calibration), [`trainer`] runs it (sampling, steps, [`stage_ledger`], metrics,
-//! evaluation [`eval`], [`checkpoint`]s).
+//! evaluation [`eval`], [`checkpoint`]s). [`audit`] checks a run empirically: canaries in, one
+//! run, an ε lower bound out.
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod bridge;
 pub mod checkpoint;
 pub mod clip;
@@ -42,9 +44,10 @@ pub mod trainer;
 pub mod trainer_io;
 mod trainer_setup;
 
+pub use audit::{AuditConfig, AuditReport, Canaries};
 pub use bridge::{ParamGroups, TrainableParams, clip_groups, group_records};
 pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_example_norms};
-pub use config::{Duration, PrivacyTarget, TrainConfig};
+pub use config::{AUTO_CHECKPOINTS, Checkpoints, Duration, PrivacyTarget, TrainConfig};
 pub use displacement::NoiseStep;
 pub use error::{DpError, Result};
 pub use eval::{EvalMetrics, evaluate};

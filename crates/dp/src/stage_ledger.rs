@@ -33,24 +33,28 @@ pub(crate) struct StageLedger {
 }
 
 impl StageLedger {
-    /// The ledger at `shared` (reading the earlier stages' mechanisms) or, if `None`,
-    /// `run_dir/ledger.json`; nothing is opened for writing yet.
+    /// The ledger at `shared` or, if `None`, `run_dir/ledger.json`, reading what it already
+    /// spent outside this run (other stages, lost attempts); nothing is opened for writing yet.
     pub(crate) fn new(
         run_dir: &Path,
         shared: Option<&Path>,
         stage: Stage,
         seeded: bool,
         delta: f64,
+        stage_budget: bool,
     ) -> Result<Self> {
-        let (prior, accountant) = match shared {
-            Some(path) => {
-                let ledger = PrivacyLedger::open(path)?;
-                (other_stages(&ledger, stage)?, ledger.guarantee_accountant())
-            }
-            None => (Vec::new(), AccountantConfig::pld_default().build()),
+        let path = shared.map_or_else(|| run_dir.join("ledger.json"), Path::to_path_buf);
+        // A shared ledger, or the own one of a resumed or restarted run, may hold mechanisms
+        // spent before this attempt (earlier stages, lost attempts).
+        let (prior, accountant) = if shared.is_some() || path.exists() {
+            let ledger = PrivacyLedger::open(&path)?;
+            let prior = other_stages(&ledger, stage, !stage_budget)?;
+            (prior, ledger.guarantee_accountant())
+        } else {
+            (Vec::new(), AccountantConfig::pld_default().build())
         };
         Ok(Self {
-            path: shared.map_or_else(|| run_dir.join("ledger.json"), Path::to_path_buf),
+            path,
             shared: shared.is_some(),
             stage,
             seeded,
@@ -77,12 +81,17 @@ impl StageLedger {
         self.shared
     }
 
-    /// For a fresh run: creates the run's own ledger, or opens the shared one and checks that
-    /// this stage has not run before.
+    /// For a fresh run: creates the run's own ledger, or opens the shared one (or the own one of
+    /// a restarted run, [`mark_interrupted`]) and checks that this stage has no entries but lost
+    /// ones.
     pub(crate) fn open_fresh(&mut self) -> Result<()> {
-        let ledger = if self.shared {
+        let ledger = if self.shared || self.path.exists() {
             let ledger = self.open_checked()?;
-            if ledger.entries().iter().any(|e| e.stage == self.stage) {
+            if ledger
+                .entries()
+                .iter()
+                .any(|e| e.stage == self.stage && !e.lost)
+            {
                 return Err(DpError::State(format!(
                     "the ledger {} already records `{}` steps: this stage ran before \
                      (resume it rather than start it again)",
@@ -111,7 +120,7 @@ impl StageLedger {
         self.recorded_steps = ledger
             .entries()
             .iter()
-            .filter(|e| e.stage == self.stage)
+            .filter(|e| e.stage == self.stage && !e.lost)
             .map(|e| e.steps)
             .sum();
         if self.recorded_steps < step {
@@ -143,7 +152,7 @@ impl StageLedger {
             clip,
             self.stage,
         );
-        ledger.record(entry.seeded(self.seeded))?;
+        ledger.record_merged(entry.seeded(self.seeded))?;
         self.recorded_steps = end;
         Ok(())
     }
@@ -188,13 +197,25 @@ fn not_open() -> DpError {
     DpError::State("the ledger is not open".into())
 }
 
-/// The mechanisms of a shared ledger that belong to *other* stages than `own` (this run's own
-/// entries, on resumption, are accounted as its steps).
-fn other_stages(ledger: &PrivacyLedger, own: Stage) -> Result<Vec<Mechanism>> {
+/// The mechanisms of a ledger spent before this run: other stages' and, if `with_lost`, lost
+/// attempts' (this run's own live entries, on resumption, are accounted as its steps).
+fn other_stages(ledger: &PrivacyLedger, own: Stage, with_lost: bool) -> Result<Vec<Mechanism>> {
     ledger
         .entries()
         .iter()
-        .filter(|e| e.stage != own)
+        .filter(|e| if e.lost { with_lost } else { e.stage != own })
         .map(|e| Ok(e.mechanism()?))
         .collect()
+}
+
+/// For a run that restarts from step 0 (it has no checkpoint): marks the entries its interrupted
+/// attempt recorded as lost ([`PrivacyLedger::mark_lost`]), so that the new attempt composes
+/// with them instead of being refused or continuing them. Returns the entries marked (none when
+/// the ledger does not exist yet).
+pub(crate) fn mark_interrupted(ledger_path: &Path, stage: Stage) -> Result<Vec<LedgerEntry>> {
+    if !ledger_path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut ledger = PrivacyLedger::open(ledger_path)?;
+    Ok(ledger.mark_lost(|s| s == stage)?)
 }

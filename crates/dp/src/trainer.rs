@@ -55,7 +55,7 @@ use crate::trainer_io::{
 };
 use crate::trainer_setup::{
     delta_override, encode_sets, lock_run_dir, make_optimizer, plan_with, prefix_cache,
-    rng_streams, stage_ledger,
+    restart_from_zero, rng_streams, stage_ledger,
 };
 
 /// A DP training run (see the module documentation).
@@ -84,6 +84,8 @@ pub struct DpTrainer {
     epsilon_so_far: Option<f64>,
     last_eval: Option<EvalMetrics>,
     prefix: Option<PrefixCache>,
+    /// Steps of an interrupted attempt without a checkpoint, marked lost on restart.
+    lost_steps: u64,
     /// The run folder's exclusive lock, held for the trainer's life: no second process can run
     /// or resume this run (and append to its ledger) at the same time.
     _lock: dpselft_fsio::FolderLock,
@@ -140,8 +142,21 @@ impl DpTrainer {
         let (train_set, eval_set) = encode_sets(&model, &config, train, eval)?;
         let n = train_set.len();
         let delta_override = delta_override(&config, n)?;
+        let restart = start == Start::Resume && !has_checkpoint(run_dir);
+        let lost_steps = if restart {
+            restart_from_zero(&config, run_dir, options)?
+        } else {
+            0
+        };
         let ledger = stage_ledger(&config, run_dir, options)?;
-        let noise = plan_with(&config, n, ledger.as_ref())?;
+        let noise = plan_with(&config, n, ledger.as_ref()).map_err(|e| match lost_steps {
+            0 => e,
+            lost => DpError::Config(format!(
+                "{}: the interrupted attempt had no checkpoint and its {lost} recorded steps are \
+                 lost (they keep counting); restarting from step 0 cannot meet the target: {e}",
+                run_dir.display()
+            )),
+        })?;
         let sampler = PoissonSampler::new(n, noise.sampling_rate)?;
         let clipping = config.clipping();
         let plan = TrainPlan {
@@ -183,10 +198,12 @@ impl DpTrainer {
             epsilon_so_far: None,
             last_eval: None,
             prefix,
+            lost_steps,
             _lock: lock,
         };
         match start {
             Start::Fresh => trainer.start_fresh()?,
+            Start::Resume if restart => trainer.open_logs_and_ledger()?,
             Start::Resume => trainer.resume()?,
         }
         // The operator's δ ≥ 1/n goes into the ledger with the steps it weakens.
@@ -206,6 +223,11 @@ impl DpTrainer {
                 self.run_dir.display()
             )));
         }
+        self.open_logs_and_ledger()
+    }
+
+    /// Opens the ledger for a run from step 0 and starts empty logs.
+    fn open_logs_and_ledger(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| io_err(&self.run_dir, e))?;
         if let Some(ledger) = self.ledger.as_mut() {
             ledger.open_fresh()?;
@@ -306,6 +328,18 @@ impl DpTrainer {
         self.model
     }
 
+    /// Steps that an interrupted attempt of this run recorded in the ledger before it was
+    /// killed without a checkpoint: marked lost when this attempt restarted from step 0 (they
+    /// keep counting in the ledger's total). 0 unless a [`Start::Resume`] had to restart.
+    pub fn lost_steps(&self) -> u64 {
+        self.lost_steps
+    }
+
+    /// Steps between checkpoints (`None`: none).
+    fn checkpoint_interval(&self) -> Option<u64> {
+        self.config.checkpoints.interval(self.plan.total_steps)
+    }
+
     /// Steps completed.
     pub fn steps_done(&self) -> u64 {
         self.step
@@ -344,7 +378,7 @@ impl DpTrainer {
                 let m = self.evaluate_held_out()?;
                 observer.evaluated(self.step, &m);
             }
-            if let Some(every) = self.config.checkpoint_every
+            if let Some(every) = self.checkpoint_interval()
                 && self.step.is_multiple_of(every)
                 && self.step < total
             {
@@ -422,13 +456,13 @@ impl DpTrainer {
     /// it. Chunks end at checkpoint steps (or at T), so an interrupted and resumed run records
     /// exactly the entries of an uninterrupted one.
     fn record_chunk_if_due(&mut self) -> Result<()> {
-        let Some(ledger) = self.ledger.as_mut() else {
-            return Ok(());
-        };
         let total = self.plan.total_steps;
-        let end = match self.config.checkpoint_every {
+        let end = match self.checkpoint_interval() {
             Some(every) => ((self.step / every + 1) * every).min(total),
             None => total,
+        };
+        let Some(ledger) = self.ledger.as_mut() else {
+            return Ok(());
         };
         let clip = self.plan.clip.ok_or_else(|| {
             DpError::Config("a private run needs a bounded sensitivity (clipping)".into())

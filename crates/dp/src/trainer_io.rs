@@ -105,7 +105,10 @@ pub struct TrainSummary {
 pub enum Start {
     /// A new run: the run folder must hold no ledger or checkpoint.
     Fresh,
-    /// Continue from the run folder's newest checkpoint, and continue its ledger.
+    /// Continue from the run folder's newest checkpoint, and continue its ledger. A run
+    /// interrupted before its first checkpoint restarts from step 0 instead: the steps its
+    /// ledger recorded are marked lost (they keep counting) and σ is calibrated to what is left
+    /// of the budget ([`crate::DpTrainer::lost_steps`]). A finished run is refused.
     Resume,
 }
 
@@ -133,6 +136,11 @@ pub struct TrainerOptions {
     /// ([`crate::PrefixCache`]): the frozen blocks then run once per example instead of once
     /// per step. Costs T_i × d floats per example seen.
     pub prefix_cache: bool,
+    /// Calibrate against the shared ledger's mechanisms but lost ones: the target (ε, δ) is then
+    /// this stage's own budget within the current attempt (the synthetic stage's share), and lost
+    /// attempts are counted by the later calibration against the run's total. `false` (the
+    /// default): the target is the total, lost attempts included.
+    pub stage_budget: bool,
 }
 
 impl Default for TrainerOptions {
@@ -141,6 +149,7 @@ impl Default for TrainerOptions {
             shared_ledger: None,
             stage: Stage::Train,
             prefix_cache: false,
+            stage_budget: false,
         }
     }
 }

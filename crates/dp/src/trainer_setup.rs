@@ -15,7 +15,7 @@ use crate::optim::{DpOptimizer, DpOptimizerConfig, LrSchedule};
 use crate::plan::{NoisePlan, TrainPlan, plan_noise};
 use crate::prefix::PrefixCache;
 use crate::rng::NoiseRng;
-use crate::stage_ledger::StageLedger;
+use crate::stage_ledger::{StageLedger, mark_interrupted};
 use crate::task::EncodedSet;
 use crate::trainer_io::{TrainData, TrainerOptions};
 
@@ -41,6 +41,38 @@ pub(crate) fn lock_run_dir(run_dir: &Path) -> Result<dpselft_fsio::FolderLock> {
     })
 }
 
+/// For a [`crate::Start::Resume`] without a checkpoint: refuses a finished run, otherwise marks
+/// the interrupted attempt's ledger entries lost ([`mark_interrupted`]) so that the restart
+/// from step 0 composes with them. Returns the lost steps.
+pub(crate) fn restart_from_zero(
+    config: &TrainConfig,
+    run_dir: &Path,
+    options: &TrainerOptions,
+) -> Result<u64> {
+    let summary = run_dir.join("summary.json");
+    if let Ok(text) = std::fs::read_to_string(&summary)
+        && serde_json::from_str::<serde_json::Value>(&text)
+            .is_ok_and(|v| v["completed"] == serde_json::Value::Bool(true))
+    {
+        return Err(DpError::Config(format!(
+            "{} holds a finished run ({}): there is nothing to resume",
+            run_dir.display(),
+            summary.display()
+        )));
+    }
+    if config.privacy == PrivacyTarget::NonPrivate {
+        return Ok(0);
+    }
+    let path = options
+        .shared_ledger
+        .clone()
+        .unwrap_or_else(|| run_dir.join("ledger.json"));
+    Ok(mark_interrupted(&path, options.stage)?
+        .iter()
+        .map(|e| e.steps)
+        .sum())
+}
+
 /// The run's side of the ledger (`None` for non-private runs).
 pub(crate) fn stage_ledger(
     config: &TrainConfig,
@@ -54,6 +86,7 @@ pub(crate) fn stage_ledger(
             options.stage,
             config.seed.is_some(),
             delta,
+            options.stage_budget,
         )?)),
         PrivacyTarget::NonPrivate => Ok(None),
     }

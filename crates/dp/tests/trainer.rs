@@ -65,7 +65,7 @@ fn config() -> TrainConfig {
         max_seq_len: 16,
         eval_every: Some(10),
         log_every: 5,
-        checkpoint_every: None,
+        checkpoints: dpselft_dp::Checkpoints::Off,
         seed: Some(7),
         init_seed: 3,
         log_private_metrics: true,
@@ -206,7 +206,7 @@ fn resumed_run_equals_uninterrupted_run() {
     let train = dataset(120, 4);
     let cfg = TrainConfig {
         duration: Duration::Steps(7),
-        checkpoint_every: Some(3),
+        checkpoints: dpselft_dp::Checkpoints::Every(3),
         eval_every: None,
         ..config()
     };
@@ -251,8 +251,69 @@ fn resumed_run_equals_uninterrupted_run() {
     let lc = PrivacyLedger::open(split.path().join("ledger.json")).unwrap();
     assert_eq!(la.entries(), lc.entries());
     assert_eq!(la.spent(), lc.spent());
+    // Recorded chunk by chunk (3, 3, 1), merged into one entry.
     let steps: Vec<u64> = la.entries().iter().map(|e| e.steps).collect();
-    assert_eq!(steps, vec![3, 3, 1]);
+    assert_eq!(steps, vec![7]);
+}
+
+#[test]
+fn a_run_killed_before_its_first_checkpoint_restarts_and_its_lost_steps_keep_counting() {
+    let train = dataset(120, 4);
+    let cfg = TrainConfig {
+        duration: Duration::Steps(20),
+        checkpoints: dpselft_dp::Checkpoints::Auto,
+        eval_every: None,
+        ..config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = DpTrainer::new(
+        cfg.clone(),
+        tiny_bert(),
+        &train,
+        None,
+        dir.path(),
+        Start::Fresh,
+    )
+    .unwrap();
+    let sigma_before = a.plan().noise_multiplier;
+    a.stop_after(1); // killed after step 1; the first checkpoint would be at step 2
+    a.run(&mut ()).unwrap();
+    drop(a);
+    assert!(!dpselft_dp::checkpoint::has_checkpoint(dir.path()));
+    let mut b = DpTrainer::new(
+        cfg.clone(),
+        tiny_bert(),
+        &train,
+        None,
+        dir.path(),
+        Start::Resume,
+    )
+    .unwrap();
+    assert_eq!(
+        b.lost_steps(),
+        2,
+        "the first chunk (2 of 20 steps) was recorded"
+    );
+    assert_eq!(b.steps_done(), 0);
+    assert!(
+        b.plan().noise_multiplier > sigma_before,
+        "what is left of the budget needs more noise"
+    );
+    let summary = b.run(&mut ()).unwrap();
+    assert!(summary.completed);
+    let ledger = PrivacyLedger::open(dir.path().join("ledger.json")).unwrap();
+    let rows: Vec<(u64, bool)> = ledger.entries().iter().map(|e| (e.steps, e.lost)).collect();
+    assert_eq!(rows, [(2, true), (20, false)]);
+    let eps = ledger.spent().epsilon().unwrap();
+    assert!(
+        eps <= 8.0 + 1e-9 && eps > 7.99,
+        "all of it within the target: {eps}"
+    );
+    // A finished run is not restarted by a second --resume.
+    drop(b);
+    let again = DpTrainer::new(cfg, tiny_bert(), &train, None, dir.path(), Start::Resume);
+    let err = again.err().expect("a finished run").to_string();
+    assert!(err.contains("finished run"), "{err}");
 }
 
 #[test]

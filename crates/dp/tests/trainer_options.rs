@@ -39,7 +39,7 @@ fn config(epsilon: f64) -> TrainConfig {
         max_seq_len: 16,
         eval_every: None,
         log_every: 1,
-        checkpoint_every: None,
+        checkpoints: dpselft_dp::Checkpoints::Off,
         seed: Some(5),
         init_seed: 3,
         log_private_metrics: false,
@@ -70,6 +70,7 @@ fn a_shared_ledger_makes_all_stages_together_meet_the_target() {
         shared_ledger: Some(ledger_path.clone()),
         stage: Stage::Train,
         prefix_cache: false,
+        stage_budget: false,
     };
     let data = dataset(200);
     let mut trainer = DpTrainer::new_with(

@@ -26,6 +26,12 @@ impl FolderLock {
 /// lock file. A second process (or a second lock in this one) gets an error of kind
 /// [`io::ErrorKind::WouldBlock`] that names the folder and the holder's pid; it never waits.
 pub fn lock_folder(dir: &Path) -> io::Result<FolderLock> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a folder (a run folder is needed here)",
+        ));
+    }
     std::fs::create_dir_all(dir)?;
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
@@ -82,5 +88,15 @@ mod tests {
         drop(first);
         let again = lock_folder(&run).unwrap();
         assert_eq!(std::fs::read_to_string(again.path()).unwrap().trim(), pid);
+    }
+
+    #[test]
+    fn a_regular_file_is_no_run_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let err = lock_folder(&file).unwrap_err();
+        assert!(err.to_string().contains("not a folder"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x", "left alone");
     }
 }

@@ -31,6 +31,8 @@ pub struct Model {
     pub special: SpecialTokens,
     /// Device of the weights.
     pub device: Device,
+    /// The folder or file [`Model::load`] read (for error messages).
+    source: Option<std::path::PathBuf>,
 }
 
 impl Model {
@@ -71,6 +73,7 @@ impl Model {
             tokenizer: None,
             special,
             device: device.clone(),
+            source: None,
         })
     }
 
@@ -116,6 +119,7 @@ impl Model {
             if tp.exists() {
                 m.tokenizer = Some(load_tokenizer_json(&tp)?);
             }
+            m.source = Some(path.to_path_buf());
             Ok(m)
         } else {
             Err(ModelError::Invalid(format!(
@@ -168,9 +172,15 @@ impl Model {
 
     /// The tokenizer, or an error saying none was loaded.
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.tokenizer
-            .as_ref()
-            .ok_or_else(|| ModelError::Invalid("this model has no tokenizer".into()))
+        self.tokenizer.as_ref().ok_or_else(|| {
+            ModelError::Invalid(match &self.source {
+                Some(dir) => format!(
+                    "{}: no tokenizer.json beside the weights (this model has no tokenizer)",
+                    dir.display()
+                ),
+                None => "this model has no tokenizer".into(),
+            })
+        })
     }
 
     /// Tokenizes texts into a right-padded batch (special tokens added if the family adds them,

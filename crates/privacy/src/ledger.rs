@@ -85,6 +85,10 @@ pub struct LedgerEntry {
     pub stage: Stage,
     /// Whether its randomness came from a user seed (reproducible by whoever has the seed).
     pub seeded: bool,
+    /// Whether it belongs to an attempt that was interrupted and produced nothing (see
+    /// [`PrivacyLedger::mark_lost`]). A lost entry still counts in every total.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 impl LedgerEntry {
@@ -99,6 +103,7 @@ impl LedgerEntry {
             sensitivity: clip_norm,
             stage,
             seeded: false,
+            lost: false,
         }
     }
 
@@ -113,12 +118,24 @@ impl LedgerEntry {
             sensitivity,
             stage,
             seeded: false,
+            lost: false,
         }
     }
 
     /// The entry with its seeded flag set to `seeded`.
     pub fn seeded(self, seeded: bool) -> Self {
         Self { seeded, ..self }
+    }
+
+    /// Whether `next` is more steps of this very mechanism (same kind, σ, q, sensitivity, stage
+    /// and seeding; neither lost), so that one entry can hold both.
+    fn continues_with(&self, next: &LedgerEntry) -> bool {
+        !self.lost
+            && !next.lost
+            && Self {
+                steps: next.steps,
+                ..self.clone()
+            } == *next
     }
 
     /// The mechanism to account for (validated).
@@ -358,6 +375,54 @@ impl PrivacyLedger {
         entry.mechanism()?;
         let mut entries = self.file.entries.clone();
         entries.push(entry);
+        self.replace_entries(entries)
+    }
+
+    /// [`Self::record`], except that steps continuing the last entry's mechanism
+    /// ([`LedgerEntry`] equal but for `steps`) are added to that entry: a run that records its
+    /// steps chunk by chunk keeps one entry. The composition is the same either way.
+    pub fn record_merged(&mut self, entry: LedgerEntry) -> Result<Spent> {
+        let Some(last) = self.file.entries.last() else {
+            return self.record(entry);
+        };
+        if !last.continues_with(&entry) {
+            return self.record(entry);
+        }
+        let mut entries = self.file.entries.clone();
+        let merged = entries.last_mut().expect("checked above");
+        merged.steps = merged
+            .steps
+            .checked_add(entry.steps)
+            .ok_or_else(|| PrivacyError::invalid("steps", entry.steps, "a total below 2^64"))?;
+        merged.mechanism()?;
+        self.replace_entries(entries)
+    }
+
+    /// Marks every entry of the stages `keep` selects, not yet lost, as lost: an attempt that was
+    /// interrupted before it produced anything a later attempt can continue. The entries stay and
+    /// keep counting in every total (the privacy was spent); later attempts of the same stage are
+    /// recorded beside them. Returns the entries newly marked.
+    pub fn mark_lost(&mut self, keep: impl Fn(Stage) -> bool) -> Result<Vec<LedgerEntry>> {
+        let mut entries = self.file.entries.clone();
+        let mut marked = Vec::new();
+        for e in entries.iter_mut().filter(|e| !e.lost && keep(e.stage)) {
+            e.lost = true;
+            marked.push(e.clone());
+        }
+        if !marked.is_empty() {
+            self.replace_entries(entries)?;
+        }
+        Ok(marked)
+    }
+
+    /// ε under the guarantee's accountant of the lost entries alone ([`Self::mark_lost`]), at
+    /// the ledger's δ: what interrupted attempts spent for nothing (0 if none).
+    pub fn lost_epsilon(&self) -> Result<f64> {
+        self.epsilon_where(|e| e.lost)
+    }
+
+    /// Writes `entries` with their recomputed totals; on error nothing changes.
+    fn replace_entries(&mut self, entries: Vec<LedgerEntry>) -> Result<Spent> {
         let spent = compute_spent(&entries, self.file.delta, &self.file.accountants)?;
         let new_file = LedgerFile {
             entries,
@@ -415,11 +480,15 @@ impl PrivacyLedger {
     /// ε under the guarantee's accountant of the mechanisms of the stages that `keep` selects
     /// (e.g. one stage's share of the total), at the ledger's δ.
     pub fn epsilon_of(&self, keep: impl Fn(Stage) -> bool) -> Result<f64> {
+        self.epsilon_where(|e| keep(e.stage))
+    }
+
+    fn epsilon_where(&self, keep: impl Fn(&LedgerEntry) -> bool) -> Result<f64> {
         let ms: Vec<Mechanism> = self
             .file
             .entries
             .iter()
-            .filter(|e| keep(e.stage))
+            .filter(|e| keep(e))
             .map(LedgerEntry::mechanism)
             .collect::<Result<_>>()?;
         if ms.is_empty() {
@@ -438,11 +507,24 @@ impl PrivacyLedger {
         &self.path
     }
 
-    /// The recorded mechanisms, to compose with planned ones (e.g. for calibration).
+    /// The recorded mechanisms, to compose with planned ones (e.g. for calibration against the
+    /// total).
     pub fn mechanisms(&self) -> Result<Vec<Mechanism>> {
         self.file
             .entries
             .iter()
+            .map(LedgerEntry::mechanism)
+            .collect()
+    }
+
+    /// The recorded mechanisms but the lost ones ([`Self::mark_lost`]): what the current attempt
+    /// of the run spent, for a calibration against one stage's own budget. A calibration against
+    /// the run's total must use [`Self::mechanisms`].
+    pub fn live_mechanisms(&self) -> Result<Vec<Mechanism>> {
+        self.file
+            .entries
+            .iter()
+            .filter(|e| !e.lost)
             .map(LedgerEntry::mechanism)
             .collect()
     }

@@ -113,5 +113,6 @@ fn upgrade_entry(e: EntryV1) -> Result<LedgerEntry, String> {
         sensitivity: e.sensitivity,
         stage,
         seeded,
+        lost: false,
     })
 }

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod accountant;
+pub mod audit;
 pub mod calibrate;
 pub mod error;
 pub mod ledger;
@@ -38,6 +39,9 @@ mod pld_event;
 pub mod rdp;
 
 pub use accountant::{Accountant, AccountantConfig, Guarantee};
+pub use audit::{
+    AuditResult, BestKAudit, audit_best_k, audit_scores, default_k_grid, epsilon_lower_bound,
+};
 pub use calibrate::calibrate_sigma;
 pub use error::{PrivacyError, Result};
 pub use ledger::{

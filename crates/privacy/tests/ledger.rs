@@ -251,3 +251,64 @@ fn delta_at_least_one_over_n_is_refused_unless_allowed_and_recorded() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     assert_eq!(v["overrides"][0]["kind"], "delta_not_below_one_over_n");
 }
+
+#[test]
+fn chunks_of_one_mechanism_merge_into_one_entry_with_the_same_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = |steps| LedgerEntry::sampled_gaussian(0.02, 1.0, steps, 0.5, Stage::Train);
+    let mut merged = PrivacyLedger::create(dir.path().join("m.json"), 1e-5).unwrap();
+    let mut apart = PrivacyLedger::create(dir.path().join("a.json"), 1e-5).unwrap();
+    for steps in [100, 100, 50] {
+        merged.record_merged(chunk(steps)).unwrap();
+        apart.record(chunk(steps)).unwrap();
+    }
+    assert_eq!(merged.entries(), &[chunk(250)]);
+    assert_eq!(apart.entries().len(), 3);
+    assert_eq!(merged.spent(), apart.spent());
+    // A different mechanism (or seeding) starts a new entry.
+    merged.record_merged(chunk(10).seeded(true)).unwrap();
+    merged
+        .record_merged(LedgerEntry::sampled_gaussian(
+            0.02,
+            2.0,
+            5,
+            0.5,
+            Stage::Train,
+        ))
+        .unwrap();
+    assert_eq!(merged.entries().len(), 3);
+}
+
+#[test]
+fn lost_attempts_keep_counting_and_are_reported_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.json");
+    let mut ledger = PrivacyLedger::create(&path, 1e-5).unwrap();
+    run(&mut ledger, &[600]);
+    let before = ledger.spent();
+    let lost = ledger.mark_lost(|s| s == Stage::Train).unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(ledger.spent(), before, "a lost attempt still counts");
+    let alone = PldAccountant::default()
+        .epsilon(
+            &[Mechanism::sampled_gaussian(0.02, 1.0, 600).unwrap()],
+            1e-5,
+        )
+        .unwrap();
+    assert!((ledger.lost_epsilon().unwrap() - alone).abs() < 1e-9);
+    // Marking again marks nothing; a new attempt's steps never merge into the lost entry.
+    assert!(ledger.mark_lost(|s| s == Stage::Train).unwrap().is_empty());
+    ledger
+        .record_merged(LedgerEntry::sampled_gaussian(
+            0.02,
+            1.0,
+            600,
+            0.5,
+            Stage::Train,
+        ))
+        .unwrap();
+    let reopened = PrivacyLedger::open(&path).unwrap();
+    let flags: Vec<bool> = reopened.entries().iter().map(|e| e.lost).collect();
+    assert_eq!(flags, [false, false, true, false]);
+    assert!(reopened.spent().epsilon() > before.epsilon());
+}

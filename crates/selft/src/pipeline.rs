@@ -21,11 +21,11 @@ use std::time::Instant;
 use candle_core::Device;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
-    DpTrainer, Duration, EvalMetrics, NoisePlan, Start, TrainConfig, TrainData, TrainSummary,
-    TrainerOptions, plan_noise,
+    Checkpoints, DpTrainer, Duration, EvalMetrics, NoisePlan, Start, Task, TrainConfig, TrainData,
+    TrainSummary, TrainerOptions, plan_noise,
 };
 use dpselft_model::{Model, TrainableSpec};
-use dpselft_privacy::{PrivacyLedger, Stage, check_delta_for_examples};
+use dpselft_privacy::{Override, PrivacyLedger, Stage, check_delta_for_examples};
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
@@ -71,6 +71,10 @@ pub struct RunMetrics {
     pub epsilon_pld: f64,
     /// ε of all mechanisms composed, RDP (looser; for comparison).
     pub epsilon_rdp: Option<f64>,
+    /// ε (PLD) of the ledger entries of interrupted attempts alone, which produced nothing
+    /// (`run --resume` reran their stage); they are part of `epsilon_pld` and of their stage's ε.
+    #[serde(default)]
+    pub lost_epsilon: f64,
     /// Per stage.
     pub stages: Vec<StageSummary>,
     /// The fine-tuning noise multiplier σ_ft.
@@ -103,7 +107,7 @@ pub fn run(
     let started = Instant::now();
     let private = synth_stage(config, paths, out, progress)?;
     select_stage(out, paths, progress)?;
-    let mut metrics = train_stage(out, paths, &private, progress)?;
+    let mut metrics = train_stage(out, paths, &private, Start::Fresh, progress)?;
     metrics.wall_s = started.elapsed().as_secs_f64();
     crate::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
@@ -145,34 +149,84 @@ fn synth_stage(
     let ledger_path = out.join("ledger.json");
     if ledger_path.exists() {
         return Err(SelftError::Config(format!(
-            "{} already holds a run (ledger.json): choose another output folder",
+            "{} already holds a run (ledger.json): resume it with --resume, or choose another \
+             output folder",
             out.display()
         )));
     }
     std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
     write_text(&out.join("config.toml"), &config.to_toml()?)?;
-    let r = &config.run;
-    let private = load_private(r)?;
-    load_test(r, private.labels())?;
-    let delta_override = check_delta_for_examples(r.delta, private.len(), r.allow_large_delta)?;
-    let generator = Model::load(&paths.generator, &Device::Cpu)?;
-    let target = Model::load(&paths.model, &Device::Cpu)?;
-    let mut ledger = PrivacyLedger::create(&ledger_path, r.delta)?;
-    if let Some(o) = delta_override {
-        ledger.record_override(o)?;
+    let inputs = check_inputs(config, paths, progress)?;
+    let mut ledger = PrivacyLedger::create(&ledger_path, config.run.delta)?;
+    if let Some(o) = &inputs.delta_override {
+        ledger.record_override(o.clone())?;
     }
     drop(ledger);
+    synthesize_into(config, inputs, out, progress)
+}
+
+/// What stage 1 needs, loaded and checked before anything is spent.
+struct CheckedInputs {
+    private: PrivateData,
+    generator: Model,
+    target: Model,
+    delta_override: Option<Override>,
+}
+
+/// Everything that can be checked before the first mechanism is recorded: the configuration,
+/// both data splits (the test split's labels against the training split's, no test example
+/// also in training), δ against n, and that the generator and the target model load.
+fn check_inputs(
+    config: &RunConfig,
+    paths: &ResolvedPaths,
+    progress: &mut dyn Progress,
+) -> Result<CheckedInputs> {
+    config.validate()?;
+    let r = &config.run;
+    let private = load_private(r)?;
+    if r.task == Task::Classify {
+        dpselft_data::check_two_labels(private.dataset(), &r.train_data)?;
+    }
+    if let (Some(test), Some(path)) = (load_test(r, private.labels())?, &r.test_data) {
+        let o = dpselft_data::check_eval_overlap(private.dataset(), &r.train_data, &test, path)?;
+        if o.shared > 0 {
+            progress.message(&format!(
+                "note: {} of the {} test examples in {} are also training examples (by content)",
+                o.shared,
+                o.total,
+                path.display()
+            ));
+        }
+    }
+    let delta_override = check_delta_for_examples(r.delta, private.len(), r.allow_large_delta)?;
+    Ok(CheckedInputs {
+        generator: Model::load(&paths.generator, &Device::Cpu)?,
+        target: Model::load(&paths.model, &Device::Cpu)?,
+        private,
+        delta_override,
+    })
+}
+
+/// Runs the synthetic stage against the run folder's existing ledger and writes `synthetic/`
+/// and `synth.json`.
+fn synthesize_into(
+    config: &RunConfig,
+    inputs: CheckedInputs,
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PrivateData> {
+    let r = &config.run;
     progress.message("stage 1/3: DP synthetic data");
     let (synthetic, report) = synthesize(
         &config.synth,
-        &private,
+        &inputs.private,
         SynthInputs {
-            generator,
-            target: &target,
+            generator: inputs.generator,
+            target: &inputs.target,
             generator_name: &r.generator,
             data_kind: &r.data_kind,
             task: r.task,
-            ledger: &ledger_path,
+            ledger: &out.join("ledger.json"),
             work_dir: &out.join("synth"),
             seed: r.seed,
             allow_large_delta: r.allow_large_delta,
@@ -185,7 +239,122 @@ fn synth_stage(
     )?;
     synthetic.save(&out.join("synthetic"))?;
     crate::write_json(&out.join("synth.json"), &report)?;
-    Ok(private)
+    Ok(inputs.private)
+}
+
+/// `dpselft run --resume`: continues the run in `out` at its first unfinished stage, with the
+/// run's own `config.toml`. A finished stage is never rerun (nor re-spent). An interrupted
+/// stage 3 continues from its checkpoint. A stage interrupted with nothing to continue from
+/// (stage 1, or stage 3 before its first checkpoint) has its ledger entries marked lost — they
+/// keep counting — and runs again; stage 2 then reruns too, because the fine-tuning σ, now
+/// calibrated to what is left of the budget, changed. The report lists what was lost.
+pub fn resume(
+    paths: &ResolvedPaths,
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<RunMetrics> {
+    let _lock = lock_out(out)?;
+    let started = Instant::now();
+    let config = resumable_config(out)?;
+    let ledger_path = out.join("ledger.json");
+    let private = if out.join("synth.json").exists() {
+        check_inputs(&config, paths, progress)?.private
+    } else {
+        let inputs = check_inputs(&config, paths, progress)?;
+        restart_synth(&config, &inputs, out, progress)?;
+        synthesize_into(&config, inputs, out, progress)?
+    };
+    let train_dir = out.join("train");
+    let checkpoint = dpselft_dp::checkpoint::has_checkpoint(&train_dir);
+    if !checkpoint && mark_lost(&ledger_path, |s| s == Stage::Train, progress)? {
+        remove_if_present(&out.join("selection.json"))?;
+    }
+    if !out.join("selection.json").exists() {
+        select_stage(out, paths, progress)?;
+    }
+    let start = if checkpoint {
+        Start::Resume
+    } else {
+        Start::Fresh
+    };
+    let mut metrics = train_stage(out, paths, &private, start, progress)?;
+    metrics.wall_s = started.elapsed().as_secs_f64();
+    crate::write_json(&out.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// The configuration of a run folder that holds an unfinished run.
+fn resumable_config(out: &Path) -> Result<RunConfig> {
+    let config_path = out.join("config.toml");
+    if !config_path.exists() {
+        return Err(SelftError::Config(format!(
+            "{} holds no run to resume (no config.toml)",
+            out.display()
+        )));
+    }
+    if out.join("metrics.json").exists() {
+        return Err(SelftError::Config(format!(
+            "{} holds a finished run (metrics.json): there is nothing to resume",
+            out.display()
+        )));
+    }
+    RunConfig::load(&config_path)
+}
+
+/// Before stage 1 runs again: the interrupted attempt's entries are marked lost, and what it
+/// left behind (the generator's work folder, a partial `synthetic/`) is removed. A run killed
+/// before its ledger existed spent nothing and starts it now.
+fn restart_synth(
+    config: &RunConfig,
+    inputs: &CheckedInputs,
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let ledger_path = out.join("ledger.json");
+    if ledger_path.exists() {
+        mark_lost(&ledger_path, Stage::is_synth, progress)?;
+    } else {
+        let mut ledger = PrivacyLedger::create(&ledger_path, config.run.delta)?;
+        if let Some(o) = &inputs.delta_override {
+            ledger.record_override(o.clone())?;
+        }
+    }
+    for dir in ["synth", "synthetic"] {
+        let path = out.join(dir);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| io_err(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks the ledger's entries of the stages `keep` selects as lost and says so; whether any were.
+fn mark_lost(
+    ledger_path: &Path,
+    keep: impl Fn(Stage) -> bool,
+    progress: &mut dyn Progress,
+) -> Result<bool> {
+    let mut ledger = PrivacyLedger::open(ledger_path)?;
+    let lost = ledger.mark_lost(keep)?;
+    let Some(first) = lost.first() else {
+        return Ok(false);
+    };
+    let steps: u64 = lost.iter().map(|e| e.steps).sum();
+    progress.message(&format!(
+        "resume: the interrupted `{}` attempt left nothing to continue from; its {} recorded \
+         releases are lost but keep counting (ε lost so far {:.4}); the stage runs again",
+        first.stage,
+        steps,
+        ledger.lost_epsilon()?
+    ));
+    Ok(true)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// The fine-tuning plan: (q, T, σ_ft), σ_ft calibrated ([`plan_noise`]) so that the ledger's
@@ -266,13 +435,14 @@ pub fn run_train(
     progress: &mut dyn Progress,
 ) -> Result<RunMetrics> {
     let _lock = lock_out(out)?;
-    train_stage(out, paths, private, progress)
+    train_stage(out, paths, private, Start::Fresh, progress)
 }
 
 fn train_stage(
     out: &Path,
     paths: &ResolvedPaths,
     private: &PrivateData,
+    start: Start,
     progress: &mut dyn Progress,
 ) -> Result<RunMetrics> {
     let config = RunConfig::load(&out.join("config.toml"))?;
@@ -288,11 +458,15 @@ fn train_stage(
     ));
     let started = Instant::now();
     let device = Device::Cpu;
-    let train_config = stage3_config(&config, selection.chosen_spec.clone(), selection.chosen_lr);
+    let mut train_config =
+        stage3_config(&config, selection.chosen_spec.clone(), selection.chosen_lr);
+    // Stage 3 is the long one: checkpoints let `run --resume` continue it.
+    train_config.checkpoints = Checkpoints::Auto;
     let options = TrainerOptions {
         shared_ledger: Some(ledger_path.clone()),
         stage: Stage::Train,
         prefix_cache: true,
+        stage_budget: false,
     };
     let mut trainer = DpTrainer::new_with(
         train_config,
@@ -300,7 +474,7 @@ fn train_stage(
         TrainData::Dataset(private.dataset()),
         test.as_ref(),
         &out.join("train"),
-        Start::Fresh,
+        start,
         &options,
     )?;
     let plan = trainer.plan().clone();
@@ -344,7 +518,7 @@ pub fn stage3_config(config: &RunConfig, trainable: TrainableSpec, lr: f64) -> T
         max_seq_len: t.max_seq_len,
         eval_every: None,
         log_every: 1,
-        checkpoint_every: None,
+        checkpoints: Checkpoints::Off,
         seed: r.seed,
         init_seed: 0,
         log_private_metrics: false,
@@ -378,6 +552,7 @@ fn run_metrics(
         delta: r.delta,
         epsilon_pld: spent.epsilon().unwrap_or(f64::INFINITY),
         epsilon_rdp: spent.under("rdp").and_then(|g| g.epsilon),
+        lost_epsilon: ledger.lost_epsilon()?,
         stages: vec![
             stage("synth", walls[0], ledger.epsilon_of(Stage::is_synth)?),
             stage("select", walls[1], 0.0),

@@ -89,6 +89,15 @@ fn write_summary(s: &mut String, config: &RunConfig, m: &RunMetrics) {
             ""
         }
     );
+    if m.lost_epsilon > 0.0 {
+        let _ = writeln!(
+            s,
+            "**Interrupted attempts**: a stage was killed with nothing to continue from and ran \
+             again (`run --resume`); the mechanisms its lost attempt executed (ε = {:.4} alone) \
+             are marked `lost` in ledger.json and count in the total above.\n",
+            m.lost_epsilon
+        );
+    }
 }
 
 /// `## Stages`: one row per stage (wall time, ε alone, what it did), then the total wall time.

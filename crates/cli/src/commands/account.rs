@@ -253,6 +253,8 @@ struct Calibrated {
     pld: Option<(f64, f64)>,
     /// (σ, guarantee) under RDP.
     rdp: Option<(f64, RdpGuarantee)>,
+    /// Why RDP cannot reach the target, when PLD can (both were asked for).
+    rdp_unreachable: Option<String>,
 }
 
 /// The `--target-epsilon` mode: validates the target, calibrates σ under each requested
@@ -283,8 +285,20 @@ fn calibrate(inp: &Inputs, target: f64) -> anyhow::Result<Calibrated> {
     } else {
         None
     };
+    // With both accountants asked for, RDP's looser bound failing to reach a tiny target is
+    // reported beside PLD's answer instead of failing the command.
+    let mut rdp_unreachable = None;
     let s_rdp = if inp.want_rdp {
-        Some(calibrate_sigma(&inp.rdp, &[], &template, target, delta).map_err(classify)?)
+        match calibrate_sigma(&inp.rdp, &[], &template, target, delta) {
+            Ok(s) => Some(s),
+            Err(PrivacyError::Unreachable(why) | PrivacyError::Calibration(why))
+                if inp.want_pld =>
+            {
+                rdp_unreachable = Some(why);
+                None
+            }
+            Err(e) => return Err(classify(e)),
+        }
     } else {
         None
     };
@@ -307,6 +321,7 @@ fn calibrate(inp: &Inputs, target: f64) -> anyhow::Result<Calibrated> {
     Ok(Calibrated {
         pld: s_pld.zip(e_pld),
         rdp: s_rdp.zip(g_rdp),
+        rdp_unreachable,
     })
 }
 
@@ -328,6 +343,9 @@ fn print_calibration_json(inp: &Inputs, target: f64, cal: &Calibrated) {
     out.insert("epsilon".into(), Value::Object(eps));
     if let Some((_, g)) = cal.rdp {
         out.insert("rdp_order".into(), num(g.order));
+    }
+    if let Some(why) = &cal.rdp_unreachable {
+        out.insert("rdp_unreachable".into(), json!(why));
     }
     out.insert("delta".into(), json!(inp.delta));
     out.insert("sampling_rate".into(), json!(inp.q));
@@ -362,5 +380,8 @@ fn print_calibration_table(inp: &Inputs, target: f64, cal: &Calibrated) {
             fmt_num(g.epsilon),
             g.order
         );
+    }
+    if let Some(why) = &cal.rdp_unreachable {
+        println!("{:<12} {:>12} {:>12}  {why}", "rdp", "-", "-");
     }
 }

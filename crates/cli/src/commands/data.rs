@@ -75,6 +75,20 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
             assets.display()
         );
     }
+    // A fetched corpus that was damaged since would build with passages silently missing. A
+    // corpus placed by hand (no marker) is built as it is.
+    let spec = corpus_asset(task);
+    let marker = dpselft_assets::asset_dir(&assets, &spec).join(dpselft_assets::fetch::MARKER_FILE);
+    if let dpselft_assets::AssetState::Invalid(why) = dpselft_assets::state(&assets, &spec)
+        && marker.exists()
+    {
+        anyhow::bail!(
+            "the {} corpus in {} is damaged ({why}): `dpselft fetch-assets --only {}` replaces it",
+            spec.id,
+            dpselft_assets::asset_dir(&assets, &spec).display(),
+            spec.id
+        );
+    }
     let out = args
         .out
         .unwrap_or_else(|| Path::new("data").join(task.name()));
@@ -115,6 +129,14 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The asset a benchmark task is built from.
+fn corpus_asset(task: BenchmarkTask) -> dpselft_assets::AssetSpec {
+    match task {
+        BenchmarkTask::BrownGenre => dpselft_assets::catalog::BROWN,
+        BenchmarkTask::Spam => dpselft_assets::catalog::SPAMASSASSIN,
+    }
+}
+
 /// The default data of a task for `dpselft run`: `data/<task>/{train,test}.jsonl`, built (and
 /// the corpus fetched) if absent. Returns (train, test).
 pub fn ensure_task_data(
@@ -127,10 +149,7 @@ pub fn ensure_task_data(
         return Ok((train, test));
     }
     let root = dpselft_assets::assets_root(assets);
-    let corpus = match task {
-        BenchmarkTask::BrownGenre => dpselft_assets::catalog::BROWN,
-        BenchmarkTask::Spam => dpselft_assets::catalog::SPAMASSASSIN,
-    };
+    let corpus = corpus_asset(task);
     eprintln!("building {task} into {} (first run)", out.display());
     dpselft_assets::ensure(
         &root,

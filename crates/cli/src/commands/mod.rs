@@ -2,6 +2,7 @@
 //! Shared between commands: [`progress`] (the training bar or log lines) and [`UsageError`].
 
 pub mod account;
+pub mod audit;
 pub mod bench;
 pub mod bench_selection;
 pub mod bench_synthetic;

@@ -114,6 +114,10 @@ pub struct Args {
     /// Print metrics.json to stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// `run` only: continue the run in --out at its first unfinished stage, with the run's own
+    /// config.toml (other settings are not read). Finished stages are never rerun or re-spent.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// The presets.
@@ -219,8 +223,11 @@ fn out_dir(args: &Args) -> PathBuf {
     })
 }
 
-/// Runs `dpselft run`.
+/// Runs `dpselft run` (or, with `--resume`, continues one).
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.resume {
+        return resume(args);
+    }
     let mut config = resolve(&args)?;
     let paths = prepare(&mut config, args.assets.as_deref())?;
     let out = out_dir(&args);
@@ -228,11 +235,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = Bars::default();
     let metrics = pipeline::run(&config, &paths, &out, &mut progress)
         .with_context(|| format!("run in {}", out.display()))?;
+    report(&metrics, &out, args.json, progress)
+}
+
+/// `dpselft run --resume --out DIR`.
+fn resume(args: Args) -> anyhow::Result<()> {
+    let out = args.out.clone().ok_or_else(|| {
+        UsageError("--resume needs --out DIR, the folder of the run to continue".into())
+    })?;
+    let config_path = out.join("config.toml");
+    if !config_path.exists() {
+        return Err(UsageError(format!(
+            "{}: no such file; --resume continues a run folder that `dpselft run` made",
+            config_path.display()
+        ))
+        .into());
+    }
+    let mut config = RunConfig::load(&config_path)?;
+    let paths = prepare(&mut config, args.assets.as_deref())?;
+    eprintln!("dpselft run --resume → {}", out.display());
+    let mut progress = Bars::default();
+    let metrics = pipeline::resume(&paths, &out, &mut progress)
+        .with_context(|| format!("resuming the run in {}", out.display()))?;
+    report(&metrics, &out, args.json, progress)
+}
+
+fn report(
+    metrics: &pipeline::RunMetrics,
+    out: &Path,
+    json: bool,
+    mut progress: Bars,
+) -> anyhow::Result<()> {
     progress.finish_all();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(metrics)?);
     } else {
-        print_metrics(&metrics, &out);
+        print_metrics(metrics, out);
     }
     Ok(())
 }

@@ -17,8 +17,8 @@ use candle_core::Device;
 use clap::ValueEnum;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
-    DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig,
-    TrainSummary,
+    Checkpoints, DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task,
+    TrainConfig, TrainSummary,
 };
 use dpselft_model::{Model, TrainableSpec};
 use serde::{Deserialize, Serialize};
@@ -165,9 +165,11 @@ pub struct Args {
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: u64,
-    /// Write a checkpoint every N steps (then `--resume` can continue an interrupted run).
-    #[arg(long)]
-    pub checkpoint_every: Option<u64>,
+    /// Write a checkpoint every N steps, `auto` (10 per run) or `off`: `--resume` continues an
+    /// interrupted run from its last checkpoint; without one it restarts from step 0 and the
+    /// steps the ledger recorded for the lost attempt keep counting.
+    #[arg(long, default_value = "auto")]
+    pub checkpoint_every: Checkpoints,
     /// Also write each logged step's training loss, realised batch size, clipped fraction and
     /// throughput to `private_metrics.jsonl`: values of the private data *without* noise, not
     /// covered by the ledger (keep that file to yourself). `metrics.jsonl` never holds them.
@@ -260,7 +262,7 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
         max_seq_len: args.max_seq_len,
         eval_every: args.eval_every,
         log_every: args.log_every,
-        checkpoint_every: args.checkpoint_every,
+        checkpoints: args.checkpoint_every,
         seed: args.seed,
         init_seed: args.init_seed,
         log_private_metrics: args.log_private_metrics,
@@ -345,9 +347,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    check_data(&run, &train, eval.as_ref())?;
     let majority = majority_accuracy(&train, eval.as_ref());
 
     let mut trainer = DpTrainer::new(cfg.clone(), model, &train, eval.as_ref(), &args.out, start)?;
+    if trainer.lost_steps() > 0 {
+        eprintln!(
+            "warning: {} had no checkpoint to resume from: the {} steps its ledger recorded for \
+             the interrupted attempt are lost but keep counting in its total; training restarts \
+             from step 0 with σ = {:.4}, calibrated to what is left of the budget",
+            args.out.display(),
+            trainer.lost_steps(),
+            trainer.plan().noise_multiplier
+        );
+    }
     if start == Start::Fresh {
         let text = serde_json::to_string_pretty(&run)?;
         dpselft_model::save::write_atomic(&config_path, text.as_bytes())
@@ -356,6 +369,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut bar = Bar::default();
     let summary = trainer.run(&mut bar)?;
     bar.finish();
+    if cfg.log_private_metrics {
+        eprintln!(
+            "note: {} holds values of the private data without noise (losses, batch sizes): \
+             NOT covered by the ledger's guarantee; keep it to yourself",
+            args.out.join("private_metrics.jsonl").display()
+        );
+    }
     if !summary.completed {
         bail!("the run stopped at step {} before finishing", summary.steps);
     }
@@ -369,6 +389,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         print_summary(&summary, majority, &model_dir);
+    }
+    Ok(())
+}
+
+/// What must hold before the trainer records anything: a classifier's training data has two
+/// labels or more, and the held-out set is not (mostly) training data.
+fn check_data(run: &RunConfig, train: &Dataset, eval: Option<&Dataset>) -> anyhow::Result<()> {
+    if run.train.task == Task::Classify {
+        dpselft_data::check_two_labels(train, &run.data)?;
+    }
+    if let (Some(eval), Some(path)) = (eval, &run.eval_data) {
+        let o = dpselft_data::check_eval_overlap(train, &run.data, eval, path)?;
+        if o.shared > 0 {
+            eprintln!(
+                "note: {} of the {} held-out examples in {} are also training examples (by \
+                 content); their results are not held-out",
+                o.shared,
+                o.total,
+                path.display()
+            );
+        }
     }
     Ok(())
 }

@@ -305,7 +305,7 @@ fn train_generator(
         max_seq_len: config.max_seq_len,
         eval_every: None,
         log_every: 1,
-        checkpoint_every: None,
+        checkpoints: dpselft_dp::Checkpoints::Off,
         seed: inputs.seed,
         init_seed: 0,
         log_private_metrics: false,
@@ -315,6 +315,8 @@ fn train_generator(
         shared_ledger: Some(inputs.ledger.to_path_buf()),
         stage: Stage::SynthGenerator,
         prefix_cache: false,
+        // The generator meets the synthetic stage's budget, within the current attempt.
+        stage_budget: true,
     };
     let mut trainer = DpTrainer::new_with(
         train_config,

@@ -365,14 +365,15 @@ impl Vote<'_> {
     }
 }
 
-/// σ_v: the smallest noise for which the ledger's mechanisms so far (the histogram) and `rounds`
+/// σ_v: the smallest noise for which this attempt's mechanisms so far (the histogram; not those
+/// of a lost attempt, which stage 3's calibration against the total counts) and `rounds`
 /// Gaussian votes of sensitivity 1 meet the stage's ε.
 fn calibrate_votes(rounds: usize, budget: StageBudget, ledger: &std::path::Path) -> Result<f64> {
     let ledger = PrivacyLedger::open(ledger)?;
     let template = Mechanism::gaussian(1.0, 1.0, rounds as u64)?;
     Ok(calibrate_sigma(
         ledger.guarantee_accountant().as_ref(),
-        &ledger.mechanisms()?,
+        &ledger.live_mechanisms()?,
         &template,
         budget.epsilon,
         budget.delta,
