@@ -13,6 +13,7 @@ use candle_core::Device;
 use dpselft_data::Dataset;
 use dpselft_dp::{
     DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig,
+    TrainData, TrainerOptions,
 };
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::error::{Result, SelftError, io_err};
@@ -292,7 +293,20 @@ fn baseline_cell(
         log_private_metrics: false,
         allow_large_delta: false,
     };
-    let mut trainer = DpTrainer::new(config, model, &train, Some(&test), dir, Start::Fresh)?;
+    // Frozen blocks below the trainable ones run once per example (last-k, random-k, dp-selft).
+    let options = TrainerOptions {
+        prefix_cache: true,
+        ..TrainerOptions::default()
+    };
+    let mut trainer = DpTrainer::new_with(
+        config,
+        model,
+        TrainData::Dataset(&train),
+        Some(&test),
+        dir,
+        Start::Fresh,
+        &options,
+    )?;
     let summary = trainer.run(progress)?;
     Ok(CellOutcome {
         test: summary

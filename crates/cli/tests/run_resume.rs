@@ -135,3 +135,57 @@ fn resume_of_a_folder_without_a_run_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(stderr.contains("config.toml"), "{stderr}");
 }
+
+/// A real kill -9 during stage 3, after its first checkpoint: `run --resume` continues from the
+/// checkpoint; nothing is lost or recorded twice.
+#[test]
+fn a_fine_tuning_killed_after_a_checkpoint_continues_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = setup(tmp.path());
+    // A stage 3 long enough (hundreds of tiny steps) to be killed in the middle.
+    args.extend(["--epochs".into(), "60".into()]);
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let mut argv = vec!["synth"];
+    argv.extend(args.iter().map(String::as_str));
+    ok(&dpselft(&argv));
+    let out_s = out.to_string_lossy().into_owned();
+    ok(&dpselft(&["select", "--out", &out_s]));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dpselft"))
+        .args(["run", "--resume", "--out", &out_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = out.join("train/checkpoint/latest.json");
+    let started = std::time::Instant::now();
+    while !latest.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "stage 3 finished before its first checkpoint was seen"
+        );
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no checkpoint after 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("metrics.json").exists(), "killed before the end");
+    let result = resume(&out);
+    ok(&result);
+    let metrics: Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(metrics["lost_epsilon"].as_f64(), Some(0.0));
+    let ledger = PrivacyLedger::open(out.join("ledger.json")).unwrap();
+    let train: Vec<(u64, bool)> = ledger
+        .entries()
+        .iter()
+        .filter(|e| e.stage == Stage::Train)
+        .map(|e| (e.steps, e.lost))
+        .collect();
+    let steps = metrics["train_steps"].as_u64().unwrap();
+    assert_eq!(train, [(steps, false)], "recorded once, in one entry");
+    let eps = metrics["epsilon_pld"].as_f64().unwrap();
+    assert!(eps <= 4.0 && eps > 3.99, "{eps}");
+}
