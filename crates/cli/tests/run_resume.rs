@@ -189,3 +189,32 @@ fn a_fine_tuning_killed_after_a_checkpoint_continues_from_it() {
     let eps = metrics["epsilon_pld"].as_f64().unwrap();
     assert!(eps <= 4.0 && eps > 3.99, "{eps}");
 }
+
+/// Killed after stage 3 saved the model, before the report: resume writes the report only.
+#[test]
+fn a_run_killed_while_writing_its_report_is_finished_without_training_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = setup(tmp.path());
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let mut argv = vec!["run"];
+    argv.extend(args.iter().map(String::as_str));
+    ok(&dpselft(&argv));
+    let ledger = std::fs::read_to_string(out.join("ledger.json")).unwrap();
+    let model = std::fs::read(out.join("model/model.safetensors")).unwrap();
+    std::fs::remove_file(out.join("metrics.json")).unwrap();
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    let result = resume(&out);
+    ok(&result);
+    assert_eq!(
+        std::fs::read_to_string(out.join("ledger.json")).unwrap(),
+        ledger
+    );
+    assert_eq!(
+        std::fs::read(out.join("model/model.safetensors")).unwrap(),
+        model
+    );
+    assert!(out.join("report.md").is_file());
+    let metrics: Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert!(metrics["test"]["accuracy"].as_f64().is_some());
+}

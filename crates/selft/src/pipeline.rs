@@ -247,7 +247,8 @@ fn synthesize_into(
 /// stage 3 continues from its checkpoint. A stage interrupted with nothing to continue from
 /// (stage 1, or stage 3 before its first checkpoint) has its ledger entries marked lost — they
 /// keep counting — and runs again; stage 2 then reruns too, because the fine-tuning σ, now
-/// calibrated to what is left of the budget, changed. The report lists what was lost.
+/// calibrated to what is left of the budget, changed. A run killed after stage 3 saved its
+/// model only gets its report written. The report lists what was lost.
 pub fn resume(
     paths: &ResolvedPaths,
     out: &Path,
@@ -264,6 +265,10 @@ pub fn resume(
         restart_synth(&config, &inputs, out, progress)?;
         synthesize_into(&config, inputs, out, progress)?
     };
+    if let Some(summary) = finished_training(out)? {
+        let wall_s = summary.wall_s;
+        return finish_run(out, &private, summary, wall_s);
+    }
     let train_dir = out.join("train");
     let checkpoint = dpselft_dp::checkpoint::has_checkpoint(&train_dir);
     if !checkpoint && mark_lost(&ledger_path, |s| s == Stage::Train, progress)? {
@@ -445,10 +450,21 @@ fn train_stage(
     start: Start,
     progress: &mut dyn Progress,
 ) -> Result<RunMetrics> {
+    let (summary, train_s) = train_model(out, paths, private, start, progress)?;
+    finish_run(out, private, summary, train_s)
+}
+
+/// Stage 3's DP fine-tuning into `train/`, then `model/`. Returns the trainer's summary and the
+/// stage's seconds.
+fn train_model(
+    out: &Path,
+    paths: &ResolvedPaths,
+    private: &PrivateData,
+    start: Start,
+    progress: &mut dyn Progress,
+) -> Result<(TrainSummary, f64)> {
     let config = RunConfig::load(&out.join("config.toml"))?;
     let selection: Selection = read_json(&out.join("selection.json"))?;
-    let synth_report: SynthReport = read_json(&out.join("synth.json"))?;
-    let ledger_path = out.join("ledger.json");
     let test = load_test(&config.run, private.labels())?;
     // The σ selection's perturbations were matched to (stage 2 planned it with `train_plan`).
     let sigma_ft = selection.config.noise_multiplier;
@@ -463,7 +479,7 @@ fn train_stage(
     // Stage 3 is the long one: checkpoints let `run --resume` continue it.
     train_config.checkpoints = Checkpoints::Auto;
     let options = TrainerOptions {
-        shared_ledger: Some(ledger_path.clone()),
+        shared_ledger: Some(out.join("ledger.json")),
         stage: Stage::Train,
         prefix_cache: true,
         stage_budget: false,
@@ -486,16 +502,41 @@ fn train_stage(
     }
     let summary = trainer.run(progress)?;
     dpselft_model::save::save_hf(trainer.model(), &out.join("model"))?;
-    let train_s = started.elapsed().as_secs_f64();
+    Ok((summary, started.elapsed().as_secs_f64()))
+}
 
+/// After stage 3: `metrics.json` and `report.md` (`selection.svg` with it).
+fn finish_run(
+    out: &Path,
+    private: &PrivateData,
+    summary: TrainSummary,
+    train_s: f64,
+) -> Result<RunMetrics> {
+    let config = RunConfig::load(&out.join("config.toml"))?;
+    let selection: Selection = read_json(&out.join("selection.json"))?;
+    let synth_report: SynthReport = read_json(&out.join("synth.json"))?;
+    let test = load_test(&config.run, private.labels())?;
     let walls = [synth_report.wall_s, selection.wall_s, train_s];
     let majority = test
         .as_ref()
         .and_then(|t| majority_accuracy(private.dataset(), t));
+    let ledger_path = out.join("ledger.json");
     let metrics = run_metrics(&config, &ledger_path, &selection, summary, majority, walls)?;
     crate::write_json(&out.join("metrics.json"), &metrics)?;
     crate::report::write_report(out, &config, &synth_report, &selection, &metrics)?;
     Ok(metrics)
+}
+
+/// Stage 3's summary, if it finished and its model was saved (a run killed while writing its
+/// report): `run --resume` then only writes the report.
+fn finished_training(out: &Path) -> Result<Option<TrainSummary>> {
+    let path = out.join("train/summary.json");
+    let model = out.join("model");
+    if !(path.exists() && model.join("model.safetensors").exists()) {
+        return Ok(None);
+    }
+    let summary: TrainSummary = read_json(&path)?;
+    Ok(summary.completed.then_some(summary))
 }
 
 /// Stage 3's training configuration: the run's settings with `trainable` at peak rate `lr` (the
