@@ -307,7 +307,8 @@ fn resumable_config(out: &Path) -> Result<RunConfig> {
 }
 
 /// Before stage 1 runs again: the interrupted attempt's entries are marked lost, and what it
-/// left behind (the generator's work folder, a partial `synthetic/`) is removed. A run killed
+/// left behind (the generator's work folder, a partial `synthetic/`, a selection made on it) is
+/// removed. A run killed
 /// before its ledger existed spent nothing and starts it now.
 fn restart_synth(
     config: &RunConfig,
@@ -330,7 +331,8 @@ fn restart_synth(
             std::fs::remove_dir_all(&path).map_err(|e| io_err(&path, e))?;
         }
     }
-    Ok(())
+    // A selection of the lost attempt's synthetic data (and σ) must not outlive it.
+    remove_if_present(&out.join("selection.json"))
 }
 
 /// Marks the ledger's entries of the stages `keep` selects as lost and says so; whether any were.
