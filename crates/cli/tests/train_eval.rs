@@ -358,4 +358,13 @@ fn a_killed_run_without_a_checkpoint_restarts_on_resume() {
         1,
         "printed once: {stderr}"
     );
+    // Killed after the last step, before the model was saved: the weights are lost, and it says so.
+    std::fs::remove_dir_all(out.join("model")).unwrap();
+    let lost = dpselft(&["train", "--resume", "--out", s]);
+    let stderr = String::from_utf8_lossy(&lost.stderr);
+    assert!(!lost.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("model was not saved") && stderr.contains("ε is spent"),
+        "{stderr}"
+    );
 }

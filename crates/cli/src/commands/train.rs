@@ -313,6 +313,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
         let run: RunConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a run configuration", config_path.display()))?;
+        check_not_finished(&args.out)?;
         (run, Start::Resume)
     } else {
         if config_path.exists() {
@@ -408,6 +409,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_summary(&summary, majority, &model_dir);
     }
     Ok(())
+}
+
+/// `--resume` of a finished run: refused, saying whether its model was saved (a process killed
+/// between the last step and the model's files has spent its ε and lost the weights).
+fn check_not_finished(out: &Path) -> anyhow::Result<()> {
+    let summary = out.join("summary.json");
+    let finished = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|t| serde_json::from_str::<TrainSummary>(&t).ok())
+        .is_some_and(|s| s.completed);
+    if !finished {
+        return Ok(());
+    }
+    let model = out.join("model/model.safetensors");
+    if model.exists() {
+        anyhow::bail!(
+            "{} holds a finished run: there is nothing to resume",
+            out.display()
+        );
+    }
+    anyhow::bail!(
+        "{}: every step ran (summary.json) but the model was not saved ({} is missing): the \
+         process died while saving. The run's ε is spent (ledger.json) and its weights are lost; \
+         a new run in another folder spends privacy again on the same data",
+        out.display(),
+        model.display()
+    )
 }
 
 /// What must hold before the trainer records anything: a classifier's training data has two
