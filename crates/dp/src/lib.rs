@@ -68,4 +68,5 @@ pub use task::{EncodedSet, Task, per_example_loss, per_example_loss_masked};
 pub use trainer::DpTrainer;
 pub use trainer_io::{
     Observer, PublicStepLine, Start, StepMetrics, TrainData, TrainSummary, TrainerOptions,
+    finished_summary,
 };

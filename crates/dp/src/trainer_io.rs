@@ -100,6 +100,15 @@ pub struct TrainSummary {
     pub wall_s: f64,
 }
 
+/// The summary of the run in `run_dir` if it ran all its steps (`summary.json` with
+/// `completed`), else `None` (no run, an unreadable summary, or a run stopped early).
+pub fn finished_summary(run_dir: &std::path::Path) -> Option<TrainSummary> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    serde_json::from_str::<TrainSummary>(&text)
+        .ok()
+        .filter(|s| s.completed)
+}
+
 /// Whether a run starts afresh or continues from its checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {

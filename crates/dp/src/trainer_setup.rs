@@ -17,7 +17,7 @@ use crate::prefix::PrefixCache;
 use crate::rng::NoiseRng;
 use crate::stage_ledger::{StageLedger, mark_interrupted};
 use crate::task::EncodedSet;
-use crate::trainer_io::{TrainData, TrainerOptions};
+use crate::trainer_io::{TrainData, TrainerOptions, finished_summary};
 
 /// δ against the n training examples ([`check_delta_for_examples`]): the override to record, if
 /// the configuration allows δ ≥ 1/n; an error if it does not.
@@ -49,15 +49,10 @@ pub(crate) fn restart_from_zero(
     run_dir: &Path,
     options: &TrainerOptions,
 ) -> Result<u64> {
-    let summary = run_dir.join("summary.json");
-    if let Ok(text) = std::fs::read_to_string(&summary)
-        && serde_json::from_str::<serde_json::Value>(&text)
-            .is_ok_and(|v| v["completed"] == serde_json::Value::Bool(true))
-    {
+    if finished_summary(run_dir).is_some() {
         return Err(DpError::Config(format!(
-            "{} holds a finished run ({}): there is nothing to resume",
-            run_dir.display(),
-            summary.display()
+            "{} holds a finished run (summary.json): there is nothing to resume",
+            run_dir.display()
         )));
     }
     if config.privacy == PrivacyTarget::NonPrivate {

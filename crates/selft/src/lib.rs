@@ -17,6 +17,7 @@ pub mod data;
 pub mod error;
 pub mod pipeline;
 pub mod report;
+mod resume;
 pub mod run_config;
 pub mod select;
 pub mod synth;

@@ -34,6 +34,7 @@ use crate::error::{Result, SelftError, io_err};
 use crate::select::{SelectConfig, Selection, select};
 use crate::synth::{StageBudget, SynthInputs, SynthReport, synthesize};
 
+pub use crate::resume::resume;
 pub use crate::run_config::{RunConfig, RunSection, Scale, SelectSection, TrainSection};
 
 /// Where the run's models and data are (the CLI resolves asset ids and builds default data).
@@ -115,7 +116,7 @@ pub fn run(
 
 /// Takes the run folder's exclusive lock for the whole call: one process per run folder, so that
 /// no two processes append to its ledger.
-fn lock_out(out: &Path) -> Result<dpselft_fsio::FolderLock> {
+pub(crate) fn lock_out(out: &Path) -> Result<dpselft_fsio::FolderLock> {
     dpselft_fsio::lock_folder(out).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => SelftError::Config(e.to_string()),
         _ => io_err(out, e),
@@ -157,17 +158,22 @@ fn synth_stage(
     std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
     write_text(&out.join("config.toml"), &config.to_toml()?)?;
     let inputs = check_inputs(config, paths, progress)?;
-    let mut ledger = PrivacyLedger::create(&ledger_path, config.run.delta)?;
-    if let Some(o) = &inputs.delta_override {
-        ledger.record_override(o.clone())?;
-    }
-    drop(ledger);
+    create_ledger(&ledger_path, config, &inputs)?;
     synthesize_into(config, inputs, out, progress)
 }
 
+/// The run's new, empty ledger, with the operator's δ override if the checks allowed one.
+pub(crate) fn create_ledger(path: &Path, config: &RunConfig, inputs: &CheckedInputs) -> Result<()> {
+    let mut ledger = PrivacyLedger::create(path, config.run.delta)?;
+    if let Some(o) = &inputs.delta_override {
+        ledger.record_override(o.clone())?;
+    }
+    Ok(())
+}
+
 /// What stage 1 needs, loaded and checked before anything is spent.
-struct CheckedInputs {
-    private: PrivateData,
+pub(crate) struct CheckedInputs {
+    pub(crate) private: PrivateData,
     generator: Model,
     target: Model,
     delta_override: Option<Override>,
@@ -176,7 +182,7 @@ struct CheckedInputs {
 /// Everything that can be checked before the first mechanism is recorded: the configuration,
 /// both data splits (the test split's labels against the training split's, no test example
 /// also in training), δ against n, and that the generator and the target model load.
-fn check_inputs(
+pub(crate) fn check_inputs(
     config: &RunConfig,
     paths: &ResolvedPaths,
     progress: &mut dyn Progress,
@@ -209,7 +215,7 @@ fn check_inputs(
 
 /// Runs the synthetic stage against the run folder's existing ledger and writes `synthetic/`
 /// and `synth.json`.
-fn synthesize_into(
+pub(crate) fn synthesize_into(
     config: &RunConfig,
     inputs: CheckedInputs,
     out: &Path,
@@ -242,128 +248,6 @@ fn synthesize_into(
     Ok(inputs.private)
 }
 
-/// `dpselft run --resume`: continues the run in `out` at its first unfinished stage, with the
-/// run's own `config.toml`. A finished stage is never rerun (nor re-spent). An interrupted
-/// stage 3 continues from its checkpoint. A stage interrupted with nothing to continue from
-/// (stage 1, or stage 3 before its first checkpoint) has its ledger entries marked lost — they
-/// keep counting — and runs again; stage 2 then reruns too, because the fine-tuning σ, now
-/// calibrated to what is left of the budget, changed. A run killed after stage 3 saved its
-/// model only gets its report written. The report lists what was lost.
-pub fn resume(
-    paths: &ResolvedPaths,
-    out: &Path,
-    progress: &mut dyn Progress,
-) -> Result<RunMetrics> {
-    let _lock = lock_out(out)?;
-    let started = Instant::now();
-    let config = resumable_config(out)?;
-    let ledger_path = out.join("ledger.json");
-    let private = if out.join("synth.json").exists() {
-        check_inputs(&config, paths, progress)?.private
-    } else {
-        let inputs = check_inputs(&config, paths, progress)?;
-        restart_synth(&config, &inputs, out, progress)?;
-        synthesize_into(&config, inputs, out, progress)?
-    };
-    if let Some(summary) = finished_training(out)? {
-        let wall_s = summary.wall_s;
-        return finish_run(out, &private, summary, wall_s);
-    }
-    let train_dir = out.join("train");
-    let checkpoint = dpselft_dp::checkpoint::has_checkpoint(&train_dir);
-    if !checkpoint && mark_lost(&ledger_path, |s| s == Stage::Train, progress)? {
-        remove_if_present(&out.join("selection.json"))?;
-    }
-    if !out.join("selection.json").exists() {
-        select_stage(out, paths, progress)?;
-    }
-    let start = if checkpoint {
-        Start::Resume
-    } else {
-        Start::Fresh
-    };
-    let mut metrics = train_stage(out, paths, &private, start, progress)?;
-    metrics.wall_s = started.elapsed().as_secs_f64();
-    crate::write_json(&out.join("metrics.json"), &metrics)?;
-    Ok(metrics)
-}
-
-/// The configuration of a run folder that holds an unfinished run.
-fn resumable_config(out: &Path) -> Result<RunConfig> {
-    let config_path = out.join("config.toml");
-    if !config_path.exists() {
-        return Err(SelftError::Config(format!(
-            "{} holds no run to resume (no config.toml)",
-            out.display()
-        )));
-    }
-    if out.join("metrics.json").exists() {
-        return Err(SelftError::Config(format!(
-            "{} holds a finished run (metrics.json): there is nothing to resume",
-            out.display()
-        )));
-    }
-    RunConfig::load(&config_path)
-}
-
-/// Before stage 1 runs again: the interrupted attempt's entries are marked lost, and what it
-/// left behind (the generator's work folder, a partial `synthetic/`, a selection made on it) is
-/// removed. A run killed
-/// before its ledger existed spent nothing and starts it now.
-fn restart_synth(
-    config: &RunConfig,
-    inputs: &CheckedInputs,
-    out: &Path,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    let ledger_path = out.join("ledger.json");
-    if ledger_path.exists() {
-        mark_lost(&ledger_path, Stage::is_synth, progress)?;
-    } else {
-        let mut ledger = PrivacyLedger::create(&ledger_path, config.run.delta)?;
-        if let Some(o) = &inputs.delta_override {
-            ledger.record_override(o.clone())?;
-        }
-    }
-    for dir in ["synth", "synthetic"] {
-        let path = out.join(dir);
-        if path.exists() {
-            std::fs::remove_dir_all(&path).map_err(|e| io_err(&path, e))?;
-        }
-    }
-    // A selection of the lost attempt's synthetic data (and σ) must not outlive it.
-    remove_if_present(&out.join("selection.json"))
-}
-
-/// Marks the ledger's entries of the stages `keep` selects as lost and says so; whether any were.
-fn mark_lost(
-    ledger_path: &Path,
-    keep: impl Fn(Stage) -> bool,
-    progress: &mut dyn Progress,
-) -> Result<bool> {
-    let mut ledger = PrivacyLedger::open(ledger_path)?;
-    let lost = ledger.mark_lost(keep)?;
-    let Some(first) = lost.first() else {
-        return Ok(false);
-    };
-    let steps: u64 = lost.iter().map(|e| e.steps).sum();
-    progress.message(&format!(
-        "resume: the interrupted `{}` attempt left nothing to continue from; its {} recorded \
-         releases are lost but keep counting (ε lost so far {:.4}); the stage runs again",
-        first.stage,
-        steps,
-        ledger.lost_epsilon()?
-    ));
-    Ok(true)
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path, e)),
-        _ => Ok(()),
-    }
-}
-
 /// The fine-tuning plan: (q, T, σ_ft), σ_ft calibrated ([`plan_noise`]) so that the ledger's
 /// mechanisms and the T fine-tuning steps together meet the target. `n` is the private split's
 /// size.
@@ -390,7 +274,7 @@ pub fn run_select(
     select_stage(out, paths, progress)
 }
 
-fn select_stage(
+pub(crate) fn select_stage(
     out: &Path,
     paths: &ResolvedPaths,
     progress: &mut dyn Progress,
@@ -445,7 +329,7 @@ pub fn run_train(
     train_stage(out, paths, private, Start::Fresh, progress)
 }
 
-fn train_stage(
+pub(crate) fn train_stage(
     out: &Path,
     paths: &ResolvedPaths,
     private: &PrivateData,
@@ -508,7 +392,7 @@ fn train_model(
 }
 
 /// After stage 3: `metrics.json` and `report.md` (`selection.svg` with it).
-fn finish_run(
+pub(crate) fn finish_run(
     out: &Path,
     private: &PrivateData,
     summary: TrainSummary,
@@ -527,18 +411,6 @@ fn finish_run(
     crate::write_json(&out.join("metrics.json"), &metrics)?;
     crate::report::write_report(out, &config, &synth_report, &selection, &metrics)?;
     Ok(metrics)
-}
-
-/// Stage 3's summary, if it finished and its model was saved (a run killed while writing its
-/// report): `run --resume` then only writes the report.
-fn finished_training(out: &Path) -> Result<Option<TrainSummary>> {
-    let path = out.join("train/summary.json");
-    let model = out.join("model");
-    if !(path.exists() && model.join("model.safetensors").exists()) {
-        return Ok(None);
-    }
-    let summary: TrainSummary = read_json(&path)?;
-    Ok(summary.completed.then_some(summary))
 }
 
 /// Stage 3's training configuration: the run's settings with `trainable` at peak rate `lr` (the

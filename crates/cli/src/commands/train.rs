@@ -414,12 +414,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--resume` of a finished run: refused, saying whether its model was saved (a process killed
 /// between the last step and the model's files has spent its ε and lost the weights).
 fn check_not_finished(out: &Path) -> anyhow::Result<()> {
-    let summary = out.join("summary.json");
-    let finished = std::fs::read_to_string(&summary)
-        .ok()
-        .and_then(|t| serde_json::from_str::<TrainSummary>(&t).ok())
-        .is_some_and(|s| s.completed);
-    if !finished {
+    if dpselft_dp::finished_summary(out).is_none() {
         return Ok(());
     }
     let model = out.join("model/model.safetensors");
