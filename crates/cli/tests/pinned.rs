@@ -92,6 +92,7 @@ fn run_fingerprint(out: &Path) -> Value {
     let metrics = read_json(&out.join("metrics.json"));
     json!({
         "model.safetensors": sha256_of(&out.join("model/model.safetensors")),
+        "2_Dense/model.safetensors": sha256_of(&out.join("model/2_Dense/model.safetensors")),
         "synthetic/train.jsonl": sha256_of(&out.join("synthetic/train.jsonl")),
         "synthetic/val.jsonl": sha256_of(&out.join("synthetic/val.jsonl")),
         "selection": {

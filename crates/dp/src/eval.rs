@@ -84,6 +84,33 @@ pub fn evaluate(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<Ev
     Ok(m)
 }
 
+/// The raw outputs of `model` on each example of `set`, in the set's order, for comparing an
+/// export with another runtime: a classifier's logits (one per class), a causal LM's logits at
+/// the last token (one per vocabulary entry, the next-token prediction after the whole text).
+pub fn example_logits(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<Vec<Vec<f32>>> {
+    let all: Vec<usize> = (0..set.len()).collect();
+    let mut rows: Vec<(usize, Vec<f32>)> = Vec::with_capacity(set.len());
+    for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
+        let (batch, _) = set.batch(model, &mb)?;
+        let out = model.forward_train(&batch, Ctx::plain())?.detach();
+        let per_example = match &model.head {
+            Head::Classifier { .. } => out,
+            _ => {
+                let last: Vec<u32> = batch.last_positions().iter().map(|&p| p as u32).collect();
+                let (b, _, v) = out.dims3()?;
+                let idx = candle_core::Tensor::from_vec(last, (b, 1, 1), out.device())?
+                    .broadcast_as((b, 1, v))?
+                    .contiguous()?;
+                out.gather(&idx, 1)?.squeeze(1)?
+            }
+        };
+        let values: Vec<Vec<f32>> = per_example.to_dtype(DType::F32)?.to_vec2()?;
+        rows.extend(mb.iter().copied().zip(values));
+    }
+    rows.sort_by_key(|(i, _)| *i);
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
 /// Fraction of positions where `pred` equals `gold` (0 for empty input).
 pub fn accuracy(gold: &[u32], pred: &[u32]) -> f64 {
     if gold.is_empty() {

@@ -1,6 +1,7 @@
 //! Atomic file writes, shared by every dpselft crate that writes a file a user or a later run
 //! relies on (datasets, ledgers, checkpoints, models, tokenizers): a reader sees either the old
-//! file or the complete new one, never a half-written one. And folder locks ([`lock_folder`]):
+//! file or the complete new one, never a half-written one ([`FolderWriter`]: the same for a
+//! folder of files, such as a saved model). And folder locks ([`lock_folder`]):
 //! one process per run folder, so that no two processes append to one ledger.
 
 mod lock;
@@ -51,6 +52,88 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
 }
 
+/// A folder written as a whole: files go into a fresh temporary folder beside `dir`
+/// ([`FolderWriter::path`]); [`FolderWriter::commit`] syncs them and renames the folder onto
+/// `dir`. A reader (or a resumed run) sees the complete old folder or the complete new one,
+/// never a folder with some files missing. Dropped without a commit (an error on the way), the
+/// temporary folder is removed and `dir` is left as it was.
+pub struct FolderWriter {
+    dir: std::path::PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl FolderWriter {
+    /// Starts writing `dir` (its parent is created if needed).
+    pub fn begin(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(parent_of(dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(parent_of(dir))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tmp,
+        })
+    }
+
+    /// The temporary folder to write the files into.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Syncs every file and puts the folder in place of `dir` (an existing `dir` is moved
+    /// aside first and removed once the new one is in place).
+    pub fn commit(self) -> io::Result<()> {
+        for file in walk_files(self.tmp.path())? {
+            std::fs::File::open(&file)?.sync_all()?;
+        }
+        let parent = parent_of(&self.dir);
+        let old = if self.dir.exists() {
+            let aside = tempfile::Builder::new()
+                .prefix(".old-")
+                .tempdir_in(parent)?;
+            std::fs::rename(&self.dir, aside.path().join("folder"))?;
+            Some(aside)
+        } else {
+            None
+        };
+        if let Err(e) = std::fs::rename(self.tmp.path(), &self.dir) {
+            if let Some(aside) = &old {
+                let _ = std::fs::rename(aside.path().join("folder"), &self.dir);
+            }
+            return Err(e);
+        }
+        // The temporary folder is now `dir`: nothing left for the TempDir to remove.
+        let _ = self.tmp.keep();
+        if let Ok(folder) = std::fs::File::open(parent) {
+            let _ = folder.sync_all();
+        }
+        drop(old);
+        Ok(())
+    }
+}
+
+/// The folder holding `path` (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn walk_files(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +177,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no/such/folder/out.json");
         assert!(write_bytes_atomic(&path, b"x").is_err());
+    }
+
+    #[test]
+    fn a_folder_is_written_whole_and_replaces_the_old_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        let w = FolderWriter::begin(&dir).unwrap();
+        std::fs::write(w.path().join("a"), b"1").unwrap();
+        std::fs::create_dir(w.path().join("sub")).unwrap();
+        std::fs::write(w.path().join("sub/b"), b"2").unwrap();
+        w.commit().unwrap();
+        let w = FolderWriter::begin(&dir).unwrap();
+        std::fs::write(w.path().join("c"), b"3").unwrap();
+        w.commit().unwrap();
+        assert_eq!(names_in(&dir), vec!["c"]);
+        assert_eq!(names_in(root.path()), vec!["model"]);
+    }
+
+    #[test]
+    fn an_abandoned_folder_write_keeps_the_old_folder_and_leaves_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        let w = FolderWriter::begin(&dir).unwrap();
+        std::fs::write(w.path().join("a"), b"1").unwrap();
+        w.commit().unwrap();
+        // A writer dropped on an error, half-way through.
+        let w = FolderWriter::begin(&dir).unwrap();
+        std::fs::write(w.path().join("half"), b"x").unwrap();
+        drop(w);
+        assert_eq!(names_in(&dir), vec!["a"]);
+        assert_eq!(names_in(root.path()), vec!["model"]);
     }
 }

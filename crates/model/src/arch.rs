@@ -178,9 +178,15 @@ pub trait Architecture: std::fmt::Debug {
     /// The Hugging Face class (`architectures`) of a model of this family with `head`.
     fn hf_architecture(&self, head: &Head) -> &'static str;
 
-    /// The name parameter `name` is saved under with `head` (e.g. the `bert.` prefix of
-    /// `BertForSequenceClassification`); the loader must map it back.
-    fn hf_tensor_name(&self, name: &str, head: &Head) -> String {
+    /// The inputs the Hugging Face class takes from its tokenizer (`model_input_names` of
+    /// `tokenizer_config.json`).
+    fn hf_model_input_names(&self) -> &'static [&'static str] {
+        &["input_ids", "attention_mask"]
+    }
+
+    /// The module path of parameter `name` in the Hugging Face class saved for `head`, as PEFT
+    /// names an adapter's tensors (after `base_model.model.`).
+    fn peft_module_name(&self, name: &str, head: &Head) -> String {
         let _ = head;
         name.to_string()
     }

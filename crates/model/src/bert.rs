@@ -480,19 +480,13 @@ impl Architecture for BertConfig {
     fn config_json(&self) -> Result<serde_json::Value> {
         to_json(self)
     }
-    fn hf_architecture(&self, head: &Head) -> &'static str {
-        match head {
-            Head::Classifier { .. } => "BertForSequenceClassification",
-            _ => "BertModel",
-        }
+    /// Always the bare encoder: a classifier's head is saved as a sentence-transformers Dense
+    /// module (`save::sentence_transformers`), because `BertForSequenceClassification` pools
+    /// `[CLS]` through a tanh layer and would not give our logits.
+    fn hf_architecture(&self, _head: &Head) -> &'static str {
+        "BertModel"
     }
-    /// A classifier is saved as `BertForSequenceClassification`: the encoder's parameters get the
-    /// `bert.` prefix ([`params_from_weights`] strips it again).
-    fn hf_tensor_name(&self, name: &str, head: &Head) -> String {
-        if matches!(head, Head::Classifier { .. }) && !name.starts_with("classifier.") {
-            format!("bert.{name}")
-        } else {
-            name.to_string()
-        }
+    fn hf_model_input_names(&self) -> &'static [&'static str] {
+        &["input_ids", "token_type_ids", "attention_mask"]
     }
 }

@@ -54,6 +54,7 @@ impl ModelConfig {
                 ModelConfig::Bert(c)
             } else if mt == "llama"
                 || is_arch("LlamaForCausalLM")
+                || is_arch("LlamaModel")
                 || is_arch("LlamaForSequenceClassification")
             {
                 let c: LlamaConfig = serde_json::from_str(text).map_err(json_err)?;

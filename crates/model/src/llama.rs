@@ -489,10 +489,20 @@ impl Architecture for LlamaConfig {
     fn config_json(&self) -> Result<serde_json::Value> {
         to_json(self)
     }
+    /// The causal LM, or the bare decoder under a classifier (whose head is saved as a
+    /// sentence-transformers Dense module, as for BERT).
     fn hf_architecture(&self, head: &Head) -> &'static str {
         match head {
-            Head::Classifier { .. } => "LlamaForSequenceClassification",
-            _ => "LlamaForCausalLM",
+            Head::CausalLm => "LlamaForCausalLM",
+            _ => "LlamaModel",
+        }
+    }
+    /// PEFT names modules from the class it wraps: the bare `LlamaModel` under a classifier
+    /// has no `model.` level.
+    fn peft_module_name(&self, name: &str, head: &Head) -> String {
+        match head {
+            Head::CausalLm => name.to_string(),
+            _ => name.strip_prefix("model.").unwrap_or(name).to_string(),
         }
     }
 }

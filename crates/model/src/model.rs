@@ -14,6 +14,7 @@ use crate::heads::{Head, Pooling, pool};
 use crate::layers::{Ctx, linear};
 use crate::loader::{self, Weights};
 use crate::params::ParamStore;
+use crate::save::sentence_transformers::read_head;
 use crate::tokenizer::{SpecialTokens, load_tokenizer_json, tokenizer_from_gguf_metadata};
 
 /// A loaded model.
@@ -83,6 +84,7 @@ impl Model {
             let (cfg, w, content) = loader::gguf::load_gguf(path, device)?;
             let mut m = Self::from_weights(cfg, w, device)?;
             m.tokenizer = Some(tokenizer_from_gguf_metadata(&content.metadata, path)?);
+            m.source = Some(path.to_path_buf());
             Ok(m)
         } else if path.is_dir() && !path.join("config.json").exists() {
             // A folder holding one GGUF file (e.g. assets/smollm2).
@@ -99,21 +101,21 @@ impl Model {
                 ))),
             }
         } else if path.is_dir() {
-            let (cfg, w) = loader::hf::load_hf_dir(path, device)?;
-            let mut m = Self::from_weights(cfg, w, device)?;
-            // `classifier_pooling` (written by `save_hf`) overrides the default pooling.
-            if let Head::Classifier { pooling, .. } = &mut m.head {
-                let cfg_path = path.join("config.json");
-                let text =
-                    std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|source| ModelError::Json {
-                        path: cfg_path.clone(),
-                        source,
-                    })?;
-                if let Some(p) = v.get("classifier_pooling").and_then(|p| p.as_str()) {
-                    *pooling = Pooling::parse(p)?;
+            let (cfg, mut w) = loader::hf::load_hf_dir(path, device)?;
+            // A classifier saved by `save_hf` keeps its head as a sentence-transformers Dense
+            // module and its pooling in 1_Pooling; folders of earlier versions kept both in the
+            // root (`classifier.*` tensors, `classifier_pooling` in config.json).
+            let (wname, bname) = cfg.arch().classifier_param_names();
+            let pooling = match read_head(path, wname, bname, device)? {
+                Some((head, pooling)) => {
+                    w.tensors.extend(head);
+                    Some(pooling)
                 }
+                None => legacy_classifier_pooling(&path.join("config.json"))?,
+            };
+            let mut m = Self::from_weights(cfg, w, device)?;
+            if let (Head::Classifier { pooling: p, .. }, Some(pooling)) = (&mut m.head, pooling) {
+                *p = pooling;
             }
             let tp = path.join("tokenizer.json");
             if tp.exists() {
@@ -127,6 +129,11 @@ impl Model {
                 path.display()
             )))
         }
+    }
+
+    /// The folder or `.gguf` file the model was loaded from (`None` for a built one).
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
     }
 
     /// The model family's [`Architecture`] (everything family-specific).
@@ -385,4 +392,17 @@ impl Model {
         }
         Self::from_weights(config, Weights::new(tensors, "<random>"), device)
     }
+}
+
+/// The `classifier_pooling` of a `config.json` written by an earlier version of `save_hf`.
+fn legacy_classifier_pooling(cfg_path: &Path) -> Result<Option<Pooling>> {
+    let text = std::fs::read_to_string(cfg_path).map_err(|e| ModelError::io(cfg_path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: cfg_path.to_path_buf(),
+        source,
+    })?;
+    v.get("classifier_pooling")
+        .and_then(|p| p.as_str())
+        .map(Pooling::parse)
+        .transpose()
 }

@@ -182,6 +182,34 @@ pub fn save_tokenizer_json(tok: &Tokenizer, out_path: &Path) -> Result<()> {
     crate::save::write_atomic(out_path, json.as_bytes())
 }
 
+/// The `tokenizer_config.json` that makes `transformers`' `AutoTokenizer` load our
+/// `tokenizer.json` as it is (`PreTrainedTokenizerFast`: the file's own normalizer, template
+/// and special tokens, nothing added by a model-specific class) with the padding, BOS and EOS
+/// tokens of `special`, giving the model the inputs it takes (`model_input_names`).
+pub fn hf_tokenizer_config(
+    tok: &Tokenizer,
+    special: &SpecialTokens,
+    max_positions: usize,
+    model_input_names: &[&str],
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_positions,
+        "model_input_names": model_input_names,
+        "clean_up_tokenization_spaces": false,
+    });
+    for (key, id) in [
+        ("pad_token", special.pad),
+        ("bos_token", special.bos),
+        ("eos_token", special.eos),
+    ] {
+        if let Some(token) = id.and_then(|id| tok.id_to_token(id)) {
+            v[key] = serde_json::json!(token);
+        }
+    }
+    v
+}
+
 /// Loads a Hugging Face `tokenizer.json` with padding and truncation turned off (batches are
 /// padded per batch by the caller, never to a fixed length).
 pub fn load_tokenizer_json(path: &Path) -> Result<Tokenizer> {

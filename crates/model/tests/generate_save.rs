@@ -72,7 +72,13 @@ fn minilm_classifier_save_load_round_trip() {
         "config.json",
         "model.safetensors",
         "tokenizer.json",
+        "tokenizer_config.json",
         "labels.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/model.safetensors",
     ] {
         assert!(dir.join(f).exists(), "{f} not written");
     }

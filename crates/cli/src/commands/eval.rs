@@ -2,15 +2,18 @@
 //! held-out data set.
 //!
 //! ```text
-//! dpselft eval --model runs/x [--data test.jsonl] [--json]
+//! dpselft eval --model runs/x [--data test.jsonl] [--json] [--logits out.jsonl]
 //! ```
+//!
+//! `--logits` also writes the model's raw outputs per example (what `scripts/check-hf-export`
+//! compares with `transformers`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use candle_core::Device;
 use dpselft_data::{LoadOptions, load_dataset};
-use dpselft_dp::{EncodedSet, Task, evaluate};
+use dpselft_dp::{EncodedSet, Task, evaluate, example_logits};
 use dpselft_model::{Head, Model};
 
 use super::UsageError;
@@ -41,6 +44,10 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write each example's token ids and logits (a classifier's per class, a causal LM's
+    /// at the last token) to this JSONL file, one line per example in the data's order.
+    #[arg(long)]
+    pub logits: Option<PathBuf>,
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
@@ -79,6 +86,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::train::subset(&mut data, args.limit, args.limit_seed);
     let set = EncodedSet::new(&model, &data, task, args.max_seq_len)?;
     let metrics = evaluate(&model, &set, args.max_tokens)?;
+    if let Some(out) = &args.logits {
+        write_logits(&model, &set, args.max_tokens, out)?;
+    }
     if args.json {
         let mut v = serde_json::to_value(&metrics)?;
         v["task"] = serde_json::json!(task.to_string());
@@ -90,4 +100,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         super::train::print_eval(&metrics);
     }
     Ok(())
+}
+
+/// Writes `{"index", "ids", "logits"}` per example of `set` to `out` (atomically).
+fn write_logits(
+    model: &Model,
+    set: &EncodedSet,
+    max_tokens: usize,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let logits = example_logits(model, set, max_tokens)?;
+    let mut text = String::new();
+    for (i, (ids, row)) in set.ids.iter().zip(&logits).enumerate() {
+        let line = serde_json::json!({"index": i, "ids": ids, "logits": row});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    dpselft_fsio::write_bytes_atomic(out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))
 }
