@@ -178,7 +178,7 @@ fn epsilon_for_sigma(inp: &Inputs, sigma: f64, json: bool) -> anyhow::Result<()>
     }
     let eps = epsilons(inp, sigma)?;
     if json {
-        print_epsilon_json(inp, sigma, eps);
+        print_epsilon_json(inp, sigma, eps)?;
     } else {
         print_epsilon_table(inp, sigma, eps);
     }
@@ -202,7 +202,7 @@ fn epsilons(inp: &Inputs, sigma: f64) -> anyhow::Result<Epsilons> {
 }
 
 /// Prints the `--sigma` result as one JSON object.
-fn print_epsilon_json(inp: &Inputs, sigma: f64, (e_pld, g_rdp): Epsilons) {
+fn print_epsilon_json(inp: &Inputs, sigma: f64, (e_pld, g_rdp): Epsilons) -> std::io::Result<()> {
     let mut eps = Map::new();
     if let Some(e) = e_pld {
         eps.insert("pld".into(), num(e));
@@ -219,7 +219,7 @@ fn print_epsilon_json(inp: &Inputs, sigma: f64, (e_pld, g_rdp): Epsilons) {
     out.insert("sampling_rate".into(), json!(inp.q));
     out.insert("steps".into(), json!(inp.steps));
     out.insert("sigma".into(), json!(sigma));
-    println!("{}", Value::Object(out));
+    crate::output::emit_json(&Value::Object(out), false)
 }
 
 /// Prints the `--sigma` result as a table, one row per accountant.
@@ -268,7 +268,7 @@ fn sigma_for_target(inp: &Inputs, target: Option<f64>, json: bool) -> anyhow::Re
     }
     let cal = calibrate(inp, target)?;
     if json {
-        print_calibration_json(inp, target, &cal);
+        print_calibration_json(inp, target, &cal)?;
     } else {
         print_calibration_table(inp, target, &cal);
     }
@@ -326,7 +326,7 @@ fn calibrate(inp: &Inputs, target: f64) -> anyhow::Result<Calibrated> {
 }
 
 /// Prints the `--target-epsilon` result as one JSON object.
-fn print_calibration_json(inp: &Inputs, target: f64, cal: &Calibrated) {
+fn print_calibration_json(inp: &Inputs, target: f64, cal: &Calibrated) -> std::io::Result<()> {
     let mut sig = Map::new();
     let mut eps = Map::new();
     if let Some((s, e)) = cal.pld {
@@ -350,7 +350,7 @@ fn print_calibration_json(inp: &Inputs, target: f64, cal: &Calibrated) {
     out.insert("delta".into(), json!(inp.delta));
     out.insert("sampling_rate".into(), json!(inp.q));
     out.insert("steps".into(), json!(inp.steps));
-    println!("{}", Value::Object(out));
+    crate::output::emit_json(&Value::Object(out), false)
 }
 
 /// Prints the `--target-epsilon` result as a table, one row per accountant.

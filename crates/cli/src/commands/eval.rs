@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&metrics)?;
         v["task"] = serde_json::json!(task.to_string());
         v["model"] = serde_json::json!(path);
-        println!("{v}");
+        crate::output::emit_json(&v, false)?;
     } else {
         println!("model              {}", path.display());
         println!("task               {task}");

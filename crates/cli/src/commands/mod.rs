@@ -12,6 +12,7 @@ pub mod eval;
 pub mod fetch_assets;
 pub mod generate;
 pub mod inspect;
+pub mod ledger;
 pub mod progress;
 pub mod run;
 pub mod train;

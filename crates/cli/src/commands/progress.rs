@@ -2,12 +2,15 @@
 //! when stderr is not a terminal (a CI log, `nohup`, a notebook), one line per tenth of the run
 //! and at least every 30 s with step, epoch, examples/s (expected, from B = q·n), ETA and ε
 //! spent. The log lines carry no value computed from private examples without noise (no loss,
-//! no realised batch size), so a log may be shared.
+//! no realised batch size), so a log may be shared. Under [`crate::output::capture`] with a
+//! hook (the Python package's callback), the same values go to the hook at every step instead.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use dpselft_dp::{EvalMetrics, Observer, StepMetrics, TrainPlan};
+
+use crate::output::{self, ProgressEvent};
 
 /// At most this long between two log lines.
 const LOG_INTERVAL: Duration = Duration::from_secs(30);
@@ -22,6 +25,8 @@ pub(crate) fn fmt_eps(e: Option<f64>) -> String {
 pub(crate) struct Bar {
     bar: Option<indicatif::ProgressBar>,
     log: Option<LogLines>,
+    /// Progress goes to [`output::progress`], nothing is printed.
+    hooked: bool,
 }
 
 /// The state of the log lines.
@@ -66,19 +71,37 @@ impl Bar {
             "training: {} steps (q = {:.5}, σ = {:.4}){from}",
             plan.total_steps, plan.sampling_rate, plan.noise_multiplier
         );
+        self.log = Some(LogLines::new(plan, resumed_at));
+    }
+}
+
+impl LogLines {
+    fn new(plan: &TrainPlan, resumed_at: u64) -> Self {
         let now = Instant::now();
-        self.log = Some(LogLines {
+        Self {
             total: plan.total_steps,
             expected_batch: plan.expected_batch_size,
             every: (plan.total_steps / 10).max(1),
             first_step: resumed_at,
             started: now,
             last: now,
-        });
+        }
     }
-}
 
-impl LogLines {
+    /// Where the run stands after step `m`.
+    fn event(&self, m: &StepMetrics) -> ProgressEvent {
+        let done = m.step.saturating_sub(self.first_step).max(1) as f64;
+        let per_step = self.started.elapsed().as_secs_f64().max(1e-9) / done;
+        ProgressEvent {
+            step: m.step,
+            total_steps: self.total,
+            epoch: m.epoch,
+            examples_per_s: self.expected_batch / per_step,
+            eta_s: per_step * self.total.saturating_sub(m.step) as f64,
+            epsilon: m.epsilon,
+        }
+    }
+
     /// The line for step `m`, if one is due.
     fn line(&mut self, m: &StepMetrics) -> Option<String> {
         let due = m.step.is_multiple_of(self.every)
@@ -88,24 +111,25 @@ impl LogLines {
             return None;
         }
         self.last = Instant::now();
-        let done = m.step.saturating_sub(self.first_step).max(1) as f64;
-        let per_step = self.started.elapsed().as_secs_f64().max(1e-9) / done;
-        let eta = per_step * self.total.saturating_sub(m.step) as f64;
+        let e = self.event(m);
         Some(format!(
             "step {}/{}  epoch {:.2}  {:.1} ex/s  ETA {:.0} s  ε {}",
-            m.step,
-            self.total,
-            m.epoch,
-            self.expected_batch / per_step,
-            eta,
-            fmt_eps(m.epsilon)
+            e.step,
+            e.total_steps,
+            e.epoch,
+            e.examples_per_s,
+            e.eta_s,
+            fmt_eps(e.epsilon)
         ))
     }
 }
 
 impl Observer for Bar {
     fn started(&mut self, plan: &TrainPlan, resumed_at: u64) {
-        if std::io::stderr().is_terminal() {
+        self.hooked = output::has_progress_hook();
+        if self.hooked {
+            self.log = Some(LogLines::new(plan, resumed_at));
+        } else if std::io::stderr().is_terminal() {
             self.start_bar(plan, resumed_at);
         } else {
             self.start_log(plan, resumed_at);
@@ -123,12 +147,21 @@ impl Observer for Bar {
             ));
             b.set_position(m.step);
         }
-        if let Some(line) = self.log.as_mut().and_then(|l| l.line(m)) {
-            eprintln!("{line}");
+        match self.log.as_mut() {
+            Some(log) if self.hooked => output::progress(&log.event(m)),
+            Some(log) => {
+                if let Some(line) = log.line(m) {
+                    eprintln!("{line}");
+                }
+            }
+            None => {}
         }
     }
 
     fn evaluated(&mut self, step: u64, m: &EvalMetrics) {
+        if self.hooked {
+            return;
+        }
         let mut line = format!("step {step}: eval loss {:.4}", m.loss);
         if let Some(a) = m.accuracy {
             line += &format!(", accuracy {a:.4}");

@@ -268,7 +268,7 @@ fn report(
 ) -> anyhow::Result<()> {
     progress.finish_all();
     if json {
-        println!("{}", serde_json::to_string_pretty(metrics)?);
+        crate::output::emit_json(metrics, true)?;
     } else {
         print_metrics(metrics, out);
     }
@@ -306,7 +306,7 @@ pub fn select(args: Args) -> anyhow::Result<()> {
     let selection = pipeline::run_select(&out, &paths, &mut progress)?;
     progress.finish_all();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&selection)?);
+        crate::output::emit_json(&selection, true)?;
     } else {
         println!(
             "chosen: {} at lr {:.2e}",

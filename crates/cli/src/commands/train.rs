@@ -404,7 +404,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&summary)?;
         v["majority_class_accuracy"] = serde_json::json!(majority);
         v["model"] = serde_json::json!(model_dir);
-        println!("{v}");
+        crate::output::emit_json(&v, false)?;
     } else {
         print_summary(&summary, majority, &model_dir);
     }
