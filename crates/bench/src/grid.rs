@@ -22,7 +22,7 @@ use dpselft_selft::{Perturbation, Progress};
 use serde::{Deserialize, Serialize};
 
 use crate::methods::{Method, MethodKind, MethodSettings, MethodsFile};
-use crate::table::{chart_svg, table_markdown};
+use crate::table::{accuracy_chart, table_markdown};
 use crate::{read_rows, write_rows, write_text};
 
 /// The grid to run.
@@ -353,9 +353,8 @@ fn write_outputs(
     majority: Option<f64>,
 ) -> Result<()> {
     let table = table_markdown(&bench.methods, &bench.epsilons, results, majority);
-    let chart = chart_svg(&bench.methods, &bench.epsilons, results);
-    for (name, text) in [("table.md", table), ("chart.svg", chart)] {
-        write_text(&bench.out.join(name), &text)?;
-    }
+    write_text(&bench.out.join("table.md"), &table)?;
+    let chart = accuracy_chart(&bench.methods, &bench.epsilons, results);
+    dpselft_chart::write(&chart, &bench.out.join("chart.svg"))?;
     Ok(())
 }

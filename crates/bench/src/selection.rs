@@ -12,10 +12,10 @@
 //! Resumable: stages 1–2 run once (`run/selection.json`), each candidate's result is appended to
 //! `oracle.jsonl` as it finishes (the file rewritten atomically), and a rerun skips what is there.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use dpselft_chart::{Chart, Point, ScatterChart};
 use dpselft_data::{Dataset, SeededChoice, write_jsonl};
 use dpselft_dp::{DpTrainer, Start, TrainData, TrainerOptions};
 use dpselft_model::{Model, TrainableSpec};
@@ -128,7 +128,7 @@ pub fn run_selection_bench(
         report_path,
         &(serde_json::to_string_pretty(&report).map_err(json_err)? + "\n"),
     )?;
-    write_text(&report_path.with_extension("svg"), &scatter_svg(&report))?;
+    dpselft_chart::write(&scatter_chart(&report), &report_path.with_extension("svg"))?;
     Ok(report)
 }
 
@@ -348,21 +348,7 @@ fn json_err(e: serde_json::Error) -> SelftError {
 
 /// Synthetic score (x) against held-out accuracy (y), one labelled dot per candidate, the chosen
 /// one in orange and the oracle circled.
-pub fn scatter_svg(report: &SelectionReport) -> String {
-    let (w, h, pad) = (560.0, 380.0, 60.0);
-    let xs: Vec<f64> = report
-        .candidates
-        .iter()
-        .map(|c| c.synthetic_score)
-        .collect();
-    let ys: Vec<f64> = report.candidates.iter().map(|c| c.test_accuracy).collect();
-    let range = |v: &[f64]| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let span = (hi - lo).max(1e-6);
-        (lo - 0.05 * span, span * 1.1)
-    };
-    let ((x0, xs_span), (y0, ys_span)) = (range(&xs), range(&ys));
+pub fn scatter_chart(report: &SelectionReport) -> Chart {
     let partial = match report.missing.len() {
         0 => String::new(),
         m => format!(
@@ -371,55 +357,25 @@ pub fn scatter_svg(report: &SelectionReport) -> String {
             report.candidates.len() + m
         ),
     };
-    let px = |x: f64| pad + (w - 2.0 * pad) * (x - x0) / xs_span;
-    let py = |y: f64| h - pad - (h - 2.0 * pad) * (y - y0) / ys_span;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="8" y="18" font-weight="bold">{} at ε = {}: Spearman {:.2}, regret {:.3}{} (chosen orange, oracle circled)</text>"#,
-        report.task, report.epsilon, report.spearman, report.regret, partial
-    );
-    let _ = writeln!(
-        s,
-        r#"<line x1="{pad}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{0}" stroke="black"/>"#,
-        h - pad,
-        w - pad
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">synthetic score (−S_val loss)</text><text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">held-out accuracy after DP fine-tuning</text>"#,
-        w / 2.0,
-        h - 20.0,
-        h / 2.0,
-        h / 2.0
-    );
-    for c in &report.candidates {
-        let (x, y) = (px(c.synthetic_score), py(c.test_accuracy));
-        let color = if c.spec == report.chosen {
-            "#e8710a"
-        } else {
-            "#4a7ebb"
-        };
-        let _ = writeln!(
-            s,
-            r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            x + 6.0,
-            y + 4.0,
-            c.spec
-        );
-        if c.spec == report.oracle {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{x:.1}" cy="{y:.1}" r="8" fill="none" stroke="black"/>"#
-            );
-        }
-    }
-    s.push_str("</svg>\n");
-    s
+    Chart::Scatter(ScatterChart {
+        title: format!(
+            "{} at ε = {}: Spearman {:.2}, regret {:.3}{partial} (chosen orange, oracle circled)",
+            report.task, report.epsilon, report.spearman, report.regret
+        ),
+        x_label: "synthetic score (−S_val loss)".into(),
+        y_label: "held-out accuracy after DP fine-tuning".into(),
+        points: report
+            .candidates
+            .iter()
+            .map(|c| Point {
+                label: c.spec.to_string(),
+                x: c.synthetic_score,
+                y: c.test_accuracy,
+                highlight: c.spec == report.chosen,
+                circled: c.spec == report.oracle,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub enum SelftError {
     /// The DP engine failed.
     #[error(transparent)]
     Dp(#[from] dpselft_dp::DpError),
+    /// A chart could not be drawn or written.
+    #[error(transparent)]
+    Chart(#[from] dpselft_chart::ChartError),
     /// The model engine failed.
     #[error(transparent)]
     Model(#[from] dpselft_model::ModelError),

@@ -3,12 +3,14 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use dpselft_chart::{Bar, BarChart, Chart};
+
 use crate::error::{Result, io_err};
 use crate::pipeline::{RunConfig, RunMetrics};
 use crate::select::{CandidateResult, Selection};
 use crate::synth::SynthReport;
 
-/// Writes `report.md` and the candidate chart `selection.svg` into the run folder.
+/// Writes `report.md` and the candidate chart `selection.svg` (and `.png`) into the run folder.
 pub fn write_report(
     out: &Path,
     config: &RunConfig,
@@ -16,10 +18,8 @@ pub fn write_report(
     selection: &Selection,
     metrics: &RunMetrics,
 ) -> Result<()> {
-    let svg = candidates_svg(&selection.candidates, &selection.chosen);
-    let svg_path = out.join("selection.svg");
-    dpselft_fsio::write_bytes_atomic(&svg_path, svg.as_bytes())
-        .map_err(|e| io_err(&svg_path, e))?;
+    let chart = candidates_chart(&selection.candidates, &selection.chosen);
+    dpselft_chart::write(&chart, &out.join("selection.svg"))?;
     let md = report_markdown(config, synth, selection, metrics);
     let md_path = out.join("report.md");
     dpselft_fsio::write_bytes_atomic(&md_path, md.as_bytes()).map_err(|e| io_err(&md_path, e))
@@ -229,61 +229,17 @@ fn write_synthetic_examples(s: &mut String, synth: &SynthReport) {
 }
 
 /// A horizontal bar chart of the candidates' scores (the chosen set highlighted).
-pub fn candidates_svg(candidates: &[CandidateResult], chosen: &[usize]) -> String {
-    let row = 22.0;
-    let (left, width) = (190.0, 420.0);
-    let height = 40.0 + row * candidates.len() as f64;
-    let lo = candidates
-        .iter()
-        .map(|c| c.score)
-        .fold(f64::INFINITY, f64::min);
-    let hi = candidates
-        .iter()
-        .map(|c| c.score)
-        .fold(f64::NEG_INFINITY, f64::max);
-    // Bars start a little below the lowest score so differences stay visible.
-    let base = if lo.is_finite() {
-        lo - 0.1 * (hi - lo).max(1e-3)
-    } else {
-        0.0
-    };
-    let span = (hi - base).max(1e-9);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="12">"#,
-        left + width + 80.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="8" y="18" font-weight="bold">S_val score per candidate set (chosen in orange)</text>"#
-    );
-    for (i, c) in candidates.iter().enumerate() {
-        let y = 30.0 + row * i as f64;
-        let w = width * (c.score - base) / span;
-        let color = if c.blocks == chosen {
-            "#e8710a"
-        } else {
-            "#4a7ebb"
-        };
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{left}" y="{y}" width="{w:.1}" height="{}" fill="{color}"/><text x="{}" y="{}">{:.4}</text>"#,
-            left - 6.0,
-            y + 14.0,
-            xml_escape(&c.spec.to_string()),
-            row - 6.0,
-            left + w + 4.0,
-            y + 14.0,
-            c.score
-        );
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-fn xml_escape(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+pub fn candidates_chart(candidates: &[CandidateResult], chosen: &[usize]) -> Chart {
+    Chart::Bars(BarChart {
+        title: "S_val score per candidate set (chosen in orange)".into(),
+        value_label: "S_val score (higher is better)".into(),
+        bars: candidates
+            .iter()
+            .map(|c| Bar {
+                label: c.spec.to_string(),
+                value: c.score,
+                highlight: c.blocks == chosen,
+            })
+            .collect(),
+    })
 }
