@@ -65,11 +65,18 @@ def main():
             self.head = torch.nn.Linear(body.config.hidden_size, labels)
 
         def forward(self, ids, mask):
-            h = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
+            # Position and token-type ids of the batch's shape: with the (1, T) defaults,
+            # Opacus's per-sample gradients of those embeddings would have a batch of 1.
+            b, t = ids.shape
+            positions = torch.arange(t).unsqueeze(0).expand(b, t)
+            h = self.body(input_ids=ids, attention_mask=mask, position_ids=positions,
+                          token_type_ids=torch.zeros_like(ids)).last_hidden_state
             m = mask.unsqueeze(-1).to(h.dtype)
             return self.head((h * m).sum(1) / m.sum(1))
 
     body = AutoModel.from_pretrained(a.model, torch_dtype=torch.float32)
+    # dpselft's encoder has no [CLS] pooler; with it, `all` would train a layer outside the loss.
+    body.pooler = None
     body.train()
     model = Classifier(body, a.labels)
     for prm in model.parameters():
@@ -126,6 +133,7 @@ def main():
         if cmd[0] == "warmup":
             step(np_model, np_opt)
             step(dp_model, dp_opt)
+            time.sleep(1.0)
             say({"ok": True})
         elif cmd[0] == "rep":
             r = int(cmd[1])
@@ -135,6 +143,9 @@ def main():
             else:
                 dp_s, dp_mem = step(dp_model, dp_opt)
                 np_s, np_mem = step(np_model, np_opt)
+            # Let OpenBLAS's threads, which spin for a while after a call, fall asleep before
+            # dpselft's next step runs on the same cores (not part of any timing).
+            time.sleep(1.0)
             say({"nonprivate_s": np_s, "dp_s": dp_s, "nonprivate_peak_mib": np_mem,
                  "dp_peak_mib": dp_mem})
 

@@ -19,14 +19,15 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use candle_core::Device;
 use dpselft_bench::step_cost::{
-    Kind, MemoryProbe, Report, Row, StepBench, StepShape, default_rows, method_notes,
-    time_interleaved, tiny_model,
+    Kind, MemoryProbe, PeerRep, PeerResult, PeerVersions, Report, Row, Spread, StepBench,
+    StepShape, default_rows, method_notes, time_interleaved, tiny_model,
 };
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::pipeline::{ResolvedPaths, Scale};
 use dpselft_selft::{RunConfig, SynthSection};
 
 use super::UsageError;
+use super::bench_peer::Peer;
 use super::fetch_assets::resolve_model;
 
 /// Arguments of `dpselft bench`.
@@ -40,7 +41,9 @@ pub struct Args {
 /// The benchmarks.
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
-    /// Time and peak memory of a DP step against a non-private step on the same trainable set.
+    /// Time and peak memory of a DP step against a non-private step on the same trainable set
+    /// (`--peer`: and PyTorch's and Opacus's, interleaved).
+    #[command(alias = "step")]
     DpOverhead(DpOverheadArgs),
     /// The privacy–utility grid: dp-selft against every baseline at the same (ε, δ).
     Utility(Box<super::bench_utility::UtilityArgs>),
@@ -79,6 +82,14 @@ pub struct DpOverheadArgs {
     /// Skip the peak-memory child processes.
     #[arg(long)]
     pub no_memory: bool,
+    /// Also time the same steps in PyTorch (non-private) and Opacus (DP), interleaved with ours,
+    /// on every row whose model is a Hugging Face encoder folder (`bench/peer/setup` installs
+    /// the peer once).
+    #[arg(long)]
+    pub peer: bool,
+    /// The Python of the peer's environment.
+    #[arg(long, default_value = "target/peer/venv/bin/python")]
+    pub peer_python: PathBuf,
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
@@ -235,6 +246,7 @@ pub fn dp_overhead(args: &DpOverheadArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
     let load_start = loadavg();
     let mut rows = Vec::new();
+    let mut peer_versions = None;
     for model_id in &args.models {
         eprintln!("{model_id}: loading");
         let base = load_model(model_id, args.assets.as_deref())?;
@@ -243,21 +255,37 @@ pub fn dp_overhead(args: &DpOverheadArgs) -> anyhow::Result<Report> {
         } else {
             args.trainable.clone()
         };
+        let peer_dir = if args.peer {
+            peer_model_dir(model_id, &base, args.assets.as_deref())?
+        } else {
+            None
+        };
         for spec in &specs {
-            rows.push(measure_row(args, model_id, &base, spec)?);
+            let (row, versions) = measure_row(args, model_id, &base, spec, peer_dir.as_deref())?;
+            peer_versions = peer_versions.or(versions);
+            rows.push(row);
         }
+    }
+    let mut method = method_notes(shape(args), args.reps);
+    if args.peer {
+        method.push(PEER_NOTE.into());
     }
     let report = Report {
         batch: args.batch,
         seq_len: args.seq_len,
         reps: args.reps,
-        method: method_notes(shape(args), args.reps),
+        method,
         loadavg: [load_start, loadavg()],
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        peer_rows: Report::side_by_side(args.batch, args.seq_len, &rows),
+        peer_versions: peer_versions.take(),
         rows,
         wall_s: started.elapsed().as_secs_f64(),
     };
     print_table(&report);
+    if !report.peer_rows.is_empty() {
+        print_peer_table(&report);
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         dpselft_fsio::write_bytes_atomic(path, text.as_bytes())
@@ -266,26 +294,92 @@ pub fn dp_overhead(args: &DpOverheadArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// One row: the timed steps in this process, then (unless --no-memory) the memory probes.
+/// How the peer's rows are obtained (the report says so).
+const PEER_NOTE: &str = "peer (bench/peer/peer_step.py): the same model folder and shapes in \
+    PyTorch, a mean-pooled linear head, random token ids without padding, AdamW; non-private \
+    plain autograd, DP Opacus (GradSampleModule hooks, DPOptimizer: C = 1, sigma = 1); \
+    OMP_WAIT_POLICY=PASSIVE so that its threads do not spin into our steps; one warm-up of each kind, then one pair right after each of ours (order alternating); peak: the peer \
+    process's VmHWM over the step after a reset (weights, data and the step)";
+
+/// The folder the peer loads for `model_id`, or `None` (with a note) when the peer cannot run
+/// it: it loads Hugging Face encoder folders (Opacus has no per-sample gradients for Llama's
+/// RMSNorm, and the GGUF SmolLM2 has no folder).
+fn peer_model_dir(
+    model_id: &str,
+    base: &Model,
+    assets: Option<&Path>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let path = if matches!(model_id, "tiny" | "tiny-llama") {
+        None
+    } else {
+        Some(resolve_model(model_id, assets)?)
+    };
+    match path {
+        Some(p) if p.join("config.json").is_file() && !base.is_causal() => Ok(Some(p)),
+        _ => {
+            eprintln!(
+                "{model_id}: no peer (it runs Hugging Face encoder folders: Opacus cannot clip \
+                 Llama's RMSNorm per example, and a GGUF file has no folder)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// One row: the timed steps in this process (each pair followed by one of the peer's, with
+/// `--peer`), then (unless --no-memory) the memory probes.
 fn measure_row(
     args: &DpOverheadArgs,
     model_id: &str,
     base: &Model,
     spec: &TrainableSpec,
-) -> anyhow::Result<Row> {
+    peer_dir: Option<&Path>,
+) -> anyhow::Result<(Row, Option<PeerVersions>)> {
     let mut s = StepBench::new(base, spec, shape(args))?;
     let scalars = s.trainable_scalars();
+    let mut peer = match peer_dir {
+        Some(dir) => {
+            eprintln!("{model_id} [{spec}]: starting the peer");
+            let p = Peer::start(
+                &args.peer_python,
+                dir,
+                &spec.to_string(),
+                (args.batch, args.seq_len),
+            )?;
+            Some(p)
+        }
+        None => None,
+    };
     eprintln!("{model_id} [{spec}] ({scalars} trainable): warm-up");
+    let mut peer_reps: Vec<anyhow::Result<PeerRep>> = Vec::new();
     let (np, dp) = time_interleaved(&mut s, args.reps, |r, np, dp| {
-        eprintln!(
+        let mut line = format!(
             "{model_id} [{spec}] {}/{}: non-private {:.3} s, DP {:.3} s",
             r + 1,
             args.reps,
             np.total,
             dp.total
         );
+        if let Some(p) = peer.as_mut() {
+            let rep = p.rep(r);
+            if let Ok(rep) = &rep {
+                line += &format!(
+                    "; PyTorch {:.3} s, Opacus {:.3} s",
+                    rep.nonprivate_s, rep.dp_s
+                );
+            }
+            peer_reps.push(rep);
+        }
+        eprintln!("{line}");
     })?;
     drop(s);
+    let versions = peer.take().map(|p| p.versions.clone());
+    let peer_result = if versions.is_some() {
+        let reps = peer_reps.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        Some(PeerResult::from_reps(&reps))
+    } else {
+        None
+    };
     let memory = if args.no_memory {
         (None, None)
     } else {
@@ -295,13 +389,9 @@ fn measure_row(
             Some(run_probe(args, model_id, spec, Kind::Dp)?),
         )
     };
-    Ok(Row::from_samples(
-        model_id,
-        spec,
-        scalars,
-        (&np, &dp),
-        memory,
-    ))
+    let mut row = Row::from_samples(model_id, spec, scalars, (&np, &dp), memory);
+    row.peer = peer_result;
+    Ok((row, versions))
 }
 
 fn shape(args: &DpOverheadArgs) -> StepShape {
@@ -383,5 +473,58 @@ fn print_table(r: &Report) {
     println!(
         "  load average at start / end: {} / {}; wall time {:.1} s",
         r.loadavg[0], r.loadavg[1], r.wall_s
+    );
+}
+
+/// The side-by-side table: medians [min–max] of each step, the ratios the targets name, peaks.
+fn print_peer_table(r: &Report) {
+    let spread = |s: Spread| format!("{:.3} [{:.3}–{:.3}]", s.median, s.min, s.max);
+    let ours = |samples: &[f64]| spread(Spread::of(samples));
+    println!(
+        "\nside by side ({}):",
+        r.peer_versions.as_ref().map_or(String::new(), |v| format!(
+            "PyTorch {}, Opacus {}, transformers {}, {} threads, {}",
+            v.torch, v.opacus, v.transformers, v.threads, v.blas
+        ))
+    );
+    println!(
+        "{:<10} {:<12} {:>22} {:>22} {:>22} {:>22} {:>9} {:>9} {:>9} {:>15}",
+        "model",
+        "trainable",
+        "dpselft np s",
+        "PyTorch np s",
+        "dpselft DP s",
+        "Opacus DP s",
+        "np/PT",
+        "DP/np",
+        "DP/Opac",
+        "DP MiB us/Opac"
+    );
+    for row in r.rows.iter() {
+        let Some(p) = &row.peer else { continue };
+        let model = Path::new(&row.model)
+            .file_name()
+            .map_or(row.model.clone(), |f| f.to_string_lossy().into_owned());
+        let mem = row.dp.memory.map_or("-".into(), |m| {
+            format!("{:.0}/{:.0}", m.peak_mib, p.opacus_dp_peak_mib)
+        });
+        println!(
+            "{:<10} {:<12} {:>22} {:>22} {:>22} {:>22} {:>9.2} {:>9.2} {:>9.2} {:>15}",
+            model,
+            row.trainable,
+            ours(&row.non_private.samples_s),
+            spread(p.pytorch_nonprivate),
+            ours(&row.dp.samples_s),
+            spread(p.opacus_dp),
+            row.non_private.median.total / p.pytorch_nonprivate.median,
+            row.time_ratio,
+            row.dp.median.total / p.opacus_dp.median,
+            mem
+        );
+    }
+    println!(
+        "  np/PT: dpselft's median non-private step / PyTorch's (target ≤ 0.8); DP/np: ours (≤ \
+         1.05); DP/Opac: our median DP step / Opacus's (≤ 0.5); DP MiB: peak resident MiB of a \
+         process doing one DP step, ours / Opacus's"
     );
 }

@@ -31,6 +31,9 @@ impl Peer {
         spec: &str,
         (batch, seq_len): (usize, usize),
     ) -> anyhow::Result<Self> {
+        if !Path::new(PEER_SCRIPT).is_file() {
+            bail!("--peer: no {PEER_SCRIPT} here (run the bench from the repository root)");
+        }
         if !python.is_file() {
             bail!(
                 "--peer: no Python at {} (run bench/peer/setup once, or pass --peer-python)",
@@ -42,7 +45,15 @@ impl Peer {
             .arg("--model")
             .arg(model_dir)
             .args(["--trainable", spec])
-            .args(["--batch", &batch.to_string(), "--seq-len", &seq_len.to_string()])
+            .args([
+                "--batch",
+                &batch.to_string(),
+                "--seq-len",
+                &seq_len.to_string(),
+            ])
+            // OpenMP's threads would otherwise spin after each of the peer's steps, taking the
+            // cores from our next step (ours and theirs alternate on the same two cores).
+            .env("OMP_WAIT_POLICY", "PASSIVE")
             .env("TRANSFORMERS_OFFLINE", "1")
             .env("HF_HUB_OFFLINE", "1")
             .stdin(Stdio::piped())

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod audit;
 pub mod bench;
+pub mod bench_peer;
 pub mod bench_selection;
 pub mod bench_synthetic;
 pub mod bench_utility;
