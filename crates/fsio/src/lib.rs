@@ -66,9 +66,16 @@ impl FolderWriter {
     /// Starts writing `dir` (its parent is created if needed).
     pub fn begin(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(parent_of(dir))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempdir_in(parent_of(dir))?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".tmp-");
+        // A temporary folder is private (0700); the result is an ordinary folder (0755 less the
+        // umask).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o755));
+        }
+        let tmp = builder.tempdir_in(parent_of(dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             tmp,
@@ -193,6 +200,30 @@ mod tests {
         w.commit().unwrap();
         assert_eq!(names_in(&dir), vec!["c"]);
         assert_eq!(names_in(root.path()), vec!["model"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_written_folder_is_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        FolderWriter::begin(&dir).unwrap().commit().unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o055, 0o055 & !umask(), "mode {mode:o}");
+    }
+
+    /// The process's umask (read by setting and restoring it is racy; /proc is not).
+    #[cfg(unix)]
+    fn umask() -> u32 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
     }
 
     #[test]
