@@ -9,12 +9,14 @@
 //! - [`synthetic`] — how much of the task the synthetic data carry: a fixed probe trained on
 //!   them and scored on the real test split (`dpselft bench synthetic`).
 //! - [`step_cost`] — the cost of one DP step against a non-private step on the same trainable
-//!   set (`dpselft bench dp-overhead`).
+//!   set (`dpselft bench dp-overhead`); [`peer`] — the same steps in PyTorch and Opacus
+//!   beside it (`--peer`).
 
 #![deny(missing_docs)]
 
 pub mod grid;
 pub mod methods;
+pub mod peer;
 pub mod selection;
 pub mod step_cost;
 pub mod synthetic;

@@ -4,7 +4,8 @@
 //! release.
 
 use candle_core::{D, DType};
-use dpselft_model::{Ctx, Head, Model};
+use dpselft_model::heads::pool;
+use dpselft_model::{Ctx, Head, Model, Pooling};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DpError, Result};
@@ -95,14 +96,8 @@ pub fn example_logits(model: &Model, set: &EncodedSet, max_tokens: usize) -> Res
         let out = model.forward_train(&batch, Ctx::plain())?.detach();
         let per_example = match &model.head {
             Head::Classifier { .. } => out,
-            _ => {
-                let last: Vec<u32> = batch.last_positions().iter().map(|&p| p as u32).collect();
-                let (b, _, v) = out.dims3()?;
-                let idx = candle_core::Tensor::from_vec(last, (b, 1, 1), out.device())?
-                    .broadcast_as((b, 1, v))?
-                    .contiguous()?;
-                out.gather(&idx, 1)?.squeeze(1)?
-            }
+            // The logits at each example's last token, picked as last-token pooling picks.
+            _ => pool(&out, &batch, Pooling::LastToken)?,
         };
         let values: Vec<Vec<f32>> = per_example.to_dtype(DType::F32)?.to_vec2()?;
         rows.extend(mb.iter().copied().zip(values));

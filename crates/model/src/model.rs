@@ -396,12 +396,8 @@ impl Model {
 
 /// The `classifier_pooling` of a `config.json` written by an earlier version of `save_hf`.
 fn legacy_classifier_pooling(cfg_path: &Path) -> Result<Option<Pooling>> {
-    let text = std::fs::read_to_string(cfg_path).map_err(|e| ModelError::io(cfg_path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        path: cfg_path.to_path_buf(),
-        source,
-    })?;
-    v.get("classifier_pooling")
+    loader::read_json(cfg_path)?
+        .get("classifier_pooling")
         .and_then(|p| p.as_str())
         .map(Pooling::parse)
         .transpose()

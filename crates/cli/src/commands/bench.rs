@@ -18,9 +18,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use candle_core::Device;
+use dpselft_bench::peer::{PeerRep, PeerResult, PeerRow, PeerVersions, Spread};
 use dpselft_bench::step_cost::{
-    Kind, MemoryProbe, PeerRep, PeerResult, PeerVersions, Report, Row, Spread, StepBench,
-    StepShape, default_rows, method_notes, time_interleaved, tiny_model,
+    Kind, MemoryProbe, Report, Row, StepBench, StepShape, default_rows, method_notes,
+    time_interleaved, tiny_model,
 };
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::pipeline::{ResolvedPaths, Scale};
@@ -277,7 +278,7 @@ pub fn dp_overhead(args: &DpOverheadArgs) -> anyhow::Result<Report> {
         method,
         loadavg: [load_start, loadavg()],
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        peer_rows: Report::side_by_side(args.batch, args.seq_len, &rows),
+        peer_rows: PeerRow::side_by_side(args.batch, args.seq_len, &rows),
         peer_versions: peer_versions.take(),
         rows,
         wall_s: started.elapsed().as_secs_f64(),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, bail};
-use dpselft_bench::step_cost::{PeerRep, PeerVersions};
+use dpselft_bench::peer::{PeerRep, PeerVersions};
 
 /// The peer script, relative to the repository root (the working directory of the bench).
 pub const PEER_SCRIPT: &str = "bench/peer/peer_step.py";

@@ -13,6 +13,15 @@ use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
 
+/// Reads and parses the JSON file `path` (errors name the file).
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Named f32 tensors in Hugging Face naming, with the file or folder they came from.
 #[derive(Debug, Clone)]
 pub struct Weights {

@@ -90,11 +90,6 @@ pub fn hf_config_json(model: &Model) -> Result<serde_json::Value> {
     let arch = model.arch();
     let mut v = arch.config_json()?;
     v["architectures"] = serde_json::json!([arch.hf_architecture(&model.head)]);
-    if let Some(obj) = v.as_object_mut() {
-        // Written by earlier versions, whose folders still load; the pooling now lives in
-        // 1_Pooling/config.json.
-        obj.remove("classifier_pooling");
-    }
     if let Head::Classifier { labels, .. } = &model.head {
         let id2label: BTreeMap<String, String> = labels
             .iter()

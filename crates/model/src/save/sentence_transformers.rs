@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{write_json, write_safetensors};
 use crate::error::{ModelError, Result};
 use crate::heads::{Head, Pooling};
+use crate::loader::read_json;
 use crate::model::Model;
 
 /// The folder of the pooling module.
@@ -133,12 +134,4 @@ pub(crate) fn read_head(
         }
     };
     Ok(Some((tensors, pooling)))
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
 }
