@@ -6,22 +6,18 @@
 //! a cell folder left by an interrupted run is removed and the cell rerun. `table.md` and
 //! `chart.svg` ([`crate::table`]) are rewritten after every cell.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use dpselft_data::Dataset;
-use dpselft_dp::{
-    DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig,
-    TrainData, TrainerOptions,
-};
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::TrainableSpec;
+use dpselft_selft::Progress;
 use dpselft_selft::error::{Result, SelftError, io_err};
-use dpselft_selft::pipeline::{self, ResolvedPaths, RunConfig, RunSection, Scale};
-use dpselft_selft::{Perturbation, Progress};
+use dpselft_selft::pipeline::{self, ResolvedPaths, RunSection, Scale};
 use serde::{Deserialize, Serialize};
 
-use crate::methods::{Method, MethodKind, MethodSettings, MethodsFile};
+use crate::cell::{LrTrial, SharedCaches, baseline_cell, selft_cell};
+use crate::methods::{Method, MethodKind, MethodsFile};
 use crate::table::{accuracy_chart, table_markdown};
 use crate::{read_rows, write_rows, write_text};
 
@@ -83,9 +79,67 @@ pub struct CellResult {
     pub epsilon_spent: Option<f64>,
     /// The trainable set trained (dp-selft: the chosen one; `None` until the cell has run).
     pub trainable: Option<TrainableSpec>,
+    // The fields below were added with the learning-rate rule (issue 15); rows of earlier
+    // grids lack them.
+    /// Examples trained on (baselines: the training split less the validation split).
+    #[serde(default)]
+    pub train_examples: Option<usize>,
+    /// Private validation examples that chose the learning rate (`None`: dp-selft, which
+    /// chooses on its synthetic S_val).
+    #[serde(default)]
+    pub validation_examples: Option<usize>,
+    /// Test examples scored.
+    #[serde(default)]
+    pub test_examples: Option<usize>,
+    /// Expected batch size B.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Epochs.
+    #[serde(default)]
+    pub epochs: Option<f64>,
+    /// Fine-tuning steps T.
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// The fine-tuning noise multiplier σ (`None`: non-private).
+    #[serde(default)]
+    pub sigma: Option<f64>,
+    /// The chosen peak learning rate.
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Every learning rate tried and its validation score.
+    #[serde(default)]
+    pub lr_trials: Vec<LrTrial>,
+    /// Test accuracy of always predicting the training split's most frequent label.
+    #[serde(default)]
+    pub majority_accuracy: Option<f64>,
 }
 
 impl CellResult {
+    fn placeholder(bench: &UtilityBench, method: &Method, epsilon: Option<f64>, seed: u64) -> Self {
+        Self {
+            task: bench.task.clone(),
+            method: method.clone(),
+            epsilon,
+            seed,
+            accuracy: 0.0,
+            macro_f1: 0.0,
+            trainable_params: 0,
+            wall_s: 0.0,
+            epsilon_spent: None,
+            trainable: None,
+            train_examples: None,
+            validation_examples: None,
+            test_examples: None,
+            batch_size: None,
+            epochs: None,
+            steps: None,
+            sigma: None,
+            lr: None,
+            lr_trials: Vec::new(),
+            majority_accuracy: None,
+        }
+    }
+
     fn key(&self) -> (Method, Option<u64>, u64) {
         (
             self.method.clone(),
@@ -96,225 +150,158 @@ impl CellResult {
 }
 
 /// Runs every cell not yet in `results.jsonl`, then writes the table and the chart.
+///
+/// Several processes may run the same grid at once (one per core, `bench utility --parallel`):
+/// a process claims a cell by locking `OUT/claims/<cell>/` for as long as it runs it, skips the
+/// cells others hold, and adds its result to `results.jsonl` under the lock of
+/// `OUT/claims/results/` (read, add, write whole), so no result is lost or written twice.
 pub fn run_grid(bench: &UtilityBench, progress: &mut dyn Progress) -> Result<Vec<CellResult>> {
     std::fs::create_dir_all(&bench.out).map_err(|e| io_err(&bench.out, e))?;
-    let results_path = bench.out.join("results.jsonl");
-    let mut results: Vec<CellResult> = read_rows(&results_path, "benchmark result")?;
     let cells = cells(bench)?;
     // The floor depends on the data subsets only: computed once for every rewrite of the table.
     let majority = majority_accuracy(bench)?;
-    let todo: Vec<_> = cells
-        .iter()
-        .filter(|c| !results.iter().any(|r| r.key() == c.key()))
-        .collect();
+    let done = read_results(bench)?;
     progress.message(&format!(
-        "{} cells, {} already done, {} to run",
+        "{} cells, {} already done",
         cells.len(),
-        cells.len() - todo.len(),
-        todo.len()
+        cells.iter().filter(|c| is_done(&done, c)).count()
     ));
-    for (i, cell) in todo.iter().enumerate() {
+    let mut caches = SharedCaches::default();
+    while let Some((cell, _claim)) = claim_next(bench, &cells)? {
         progress.message(&format!(
-            "cell {}/{}: {} ε = {} seed {}",
-            i + 1,
-            todo.len(),
+            "cell {}: {} ε = {} seed {}",
+            cell_name(&cell),
             cell.method,
             cell.epsilon.map_or("∞".into(), |e| e.to_string()),
             cell.seed
         ));
-        let r = run_cell(bench, cell, progress)?;
-        results.push(r);
-        write_rows(&results_path, &results)?;
-        write_outputs(bench, &results, majority)?;
+        let mut r = run_cell(bench, &cell, &mut caches, progress)?;
+        r.majority_accuracy = majority;
+        with_results_lock(bench, || {
+            let mut results = read_results(bench)?;
+            results.push(r);
+            write_rows(&bench.out.join("results.jsonl"), &results)?;
+            write_outputs(bench, &results, majority)
+        })?;
     }
-    write_outputs(bench, &results, majority)?;
+    let results = read_results(bench)?;
+    with_results_lock(bench, || write_outputs(bench, &results, majority))?;
     Ok(results)
 }
 
-/// The cells of the grid (the result fields other than the key are placeholders).
+fn read_results(bench: &UtilityBench) -> Result<Vec<CellResult>> {
+    read_rows(&bench.out.join("results.jsonl"), "benchmark result")
+}
+
+fn is_done(results: &[CellResult], cell: &CellResult) -> bool {
+    results.iter().any(|r| r.key() == cell.key())
+}
+
+/// The first cell neither done nor held by another process, claimed (its lock held by the
+/// returned guard); `None` when every cell is done or held.
+fn claim_next(
+    bench: &UtilityBench,
+    cells: &[CellResult],
+) -> Result<Option<(CellResult, dpselft_fsio::FolderLock)>> {
+    for cell in cells {
+        if is_done(&read_results(bench)?, cell) {
+            continue;
+        }
+        let dir = bench.out.join("claims").join(cell_name(cell));
+        let lock = match dpselft_fsio::lock_folder(&dir) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(io_err(&dir, e)),
+        };
+        // Another process may have finished it between the read and the claim.
+        if !is_done(&read_results(bench)?, cell) {
+            return Ok(Some((cell.clone(), lock)));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs `f` holding the lock of the grid's results (waiting for another process's turn).
+fn with_results_lock<T>(bench: &UtilityBench, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let dir = bench.out.join("claims").join("results");
+    let _lock = loop {
+        match dpselft_fsio::lock_folder(&dir) {
+            Ok(lock) => break lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(io_err(&dir, e)),
+        }
+    };
+    f()
+}
+
+/// The cells of the grid (the result fields other than the key are placeholders), seed by seed:
+/// an interrupted grid has whole seeds done first (every method at every ε of seed 0, then of
+/// seed 1, …), in the order of the ε values and methods asked for.
 fn cells(bench: &UtilityBench) -> Result<Vec<CellResult>> {
-    let mut out = Vec::new();
     for method in &bench.methods {
         bench.methods_file.settings(method)?;
-        let eps: Vec<Option<f64>> = match method.kind() {
-            MethodKind::NonPrivate => vec![None],
-            _ => bench.epsilons.iter().map(|&e| Some(e)).collect(),
-        };
-        for epsilon in eps {
-            for seed in 0..bench.seeds {
-                out.push(CellResult {
-                    task: bench.task.clone(),
-                    method: method.clone(),
-                    epsilon,
-                    seed,
-                    accuracy: 0.0,
-                    macro_f1: 0.0,
-                    trainable_params: 0,
-                    wall_s: 0.0,
-                    epsilon_spent: None,
-                    trainable: None,
-                });
+    }
+    let mut out = Vec::new();
+    for seed in 0..bench.seeds {
+        for (i, &epsilon) in bench.epsilons.iter().enumerate() {
+            for method in &bench.methods {
+                match method.kind() {
+                    // ε = ∞: once per seed, with the first ε.
+                    MethodKind::NonPrivate if i > 0 => {}
+                    MethodKind::NonPrivate => {
+                        out.push(CellResult::placeholder(bench, method, None, seed))
+                    }
+                    _ => out.push(CellResult::placeholder(bench, method, Some(epsilon), seed)),
+                }
             }
         }
     }
     Ok(out)
 }
 
-fn cell_dir(bench: &UtilityBench, cell: &CellResult) -> PathBuf {
+/// A cell's folder name: method, ε and seed (`:` and `=` replaced).
+fn cell_name(cell: &CellResult) -> String {
     let eps = cell.epsilon.map_or("inf".into(), |e| format!("{e}"));
-    let name = format!("{}-eps{eps}-seed{}", cell.method, cell.seed).replace([':', '='], "_");
-    bench.out.join("runs").join(name)
+    format!("{}-eps{eps}-seed{}", cell.method, cell.seed).replace([':', '='], "_")
 }
 
 fn run_cell(
     bench: &UtilityBench,
     cell: &CellResult,
+    caches: &mut SharedCaches,
     progress: &mut dyn Progress,
 ) -> Result<CellResult> {
-    let dir = cell_dir(bench, cell);
+    let dir = bench.out.join("runs").join(cell_name(cell));
     if dir.exists() {
         // An interrupted cell: its partial run is discarded and the cell starts again.
         std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     }
     let settings = bench.methods_file.settings(&cell.method)?;
     let started = Instant::now();
-    let outcome = match cell.method.kind() {
-        MethodKind::Selft(perturbation) => {
-            selft_cell(bench, cell, settings, perturbation, &dir, progress)?
-        }
-        kind => baseline_cell(bench, cell, settings, kind, &dir, progress)?,
+    let o = match cell.method.kind() {
+        MethodKind::Selft(perturbation) => selft_cell(bench, cell, perturbation, &dir, progress)?,
+        kind => baseline_cell(bench, cell, settings, kind, &dir, caches, progress)?,
     };
+    let d = &bench.methods_file.defaults;
     Ok(CellResult {
-        accuracy: outcome.test.accuracy.unwrap_or(0.0),
-        macro_f1: outcome.test.macro_f1.unwrap_or(0.0),
-        trainable_params: outcome.trainable_params,
-        epsilon_spent: outcome.epsilon_spent,
-        trainable: Some(outcome.trainable),
+        accuracy: o.test.accuracy.unwrap_or(0.0),
+        macro_f1: o.test.macro_f1.unwrap_or(0.0),
+        trainable_params: o.trainable_params,
+        epsilon_spent: o.epsilon_spent,
+        trainable: Some(o.trainable),
         wall_s: started.elapsed().as_secs_f64(),
+        train_examples: Some(o.train_examples),
+        validation_examples: o.validation_examples,
+        test_examples: Some(o.test.examples),
+        batch_size: Some(d.batch_size),
+        epochs: Some(d.epochs),
+        steps: Some(o.steps),
+        sigma: o.sigma,
+        lr: Some(o.lr),
+        lr_trials: o.lr_trials,
         ..cell.clone()
-    })
-}
-
-/// What a cell's run gave.
-struct CellOutcome {
-    test: EvalMetrics,
-    trainable_params: usize,
-    epsilon_spent: Option<f64>,
-    trainable: TrainableSpec,
-}
-
-/// A dp-selft cell: the whole pipeline at the cell's ε, with the grid's shared settings.
-fn selft_cell(
-    bench: &UtilityBench,
-    cell: &CellResult,
-    settings: &MethodSettings,
-    perturbation: Perturbation,
-    dir: &Path,
-    progress: &mut dyn Progress,
-) -> Result<CellOutcome> {
-    let d = &bench.methods_file.defaults;
-    let mut config = RunConfig::preset(bench.scale);
-    config.run.model = bench.model_name.clone();
-    config.run.generator = bench.generator_name.clone();
-    config.run.train_data = bench.train_data.clone();
-    config.run.test_data = Some(bench.test_data.clone());
-    config.run.data_kind = bench.data_kind.clone();
-    config.run.epsilon = cell.epsilon.unwrap_or(f64::INFINITY);
-    config.run.delta = d.delta;
-    config.run.seed = Some(cell.seed);
-    // The same subsets as the baselines, whatever the cell's seed.
-    config.run.train_limit = bench.train_limit;
-    config.run.test_limit = bench.test_limit;
-    config.run.subset_seed = 0;
-    config.select.perturbation = perturbation;
-    config.train.lr = settings.lr;
-    config.train.batch_size = d.batch_size;
-    config.train.epochs = d.epochs;
-    config.train.clip = d.clip;
-    config.train.max_seq_len = d.max_seq_len;
-    let m = pipeline::run(&config, &bench.paths, dir, progress)?;
-    Ok(CellOutcome {
-        test: m
-            .test
-            .ok_or_else(|| SelftError::Config("no test result".into()))?,
-        trainable_params: m.trainable_params,
-        epsilon_spent: Some(m.epsilon_pld),
-        trainable: m.chosen_spec,
-    })
-}
-
-/// A baseline (or non-private) cell: DP fine-tuning of the method's fixed trainable set.
-fn baseline_cell(
-    bench: &UtilityBench,
-    cell: &CellResult,
-    settings: &MethodSettings,
-    kind: MethodKind,
-    dir: &Path,
-    progress: &mut dyn Progress,
-) -> Result<CellOutcome> {
-    let d = &bench.methods_file.defaults;
-    let model = Model::load(&bench.paths.model, &Device::Cpu)?;
-    let trainable = match (&settings.trainable, settings.random_k) {
-        (_, Some(k)) => dpselft_dp::random_blocks_spec(k, model.num_blocks(), cell.seed),
-        (Some(t), None) => t.clone(),
-        (None, None) => {
-            return Err(SelftError::Config(format!(
-                "method `{}` needs `trainable` or `random_k`",
-                cell.method
-            )));
-        }
-    };
-    let (train, test) = load_splits(bench)?;
-    let privacy = match (kind, cell.epsilon) {
-        (MethodKind::NonPrivate, _) | (_, None) => PrivacyTarget::NonPrivate,
-        (_, Some(epsilon)) => PrivacyTarget::Private {
-            epsilon,
-            delta: d.delta,
-        },
-    };
-    let config = TrainConfig {
-        task: Task::Classify,
-        trainable: trainable.clone(),
-        duration: Duration::Epochs(d.epochs),
-        batch_size: d.batch_size,
-        clip: d.clip,
-        automatic_clip_gamma: None,
-        lr: settings.lr,
-        optimizer: OptimizerKind::default(),
-        warmup_steps: 0,
-        privacy,
-        max_tokens: 8192,
-        max_seq_len: d.max_seq_len,
-        eval_every: None,
-        log_every: 1,
-        checkpoints: dpselft_dp::Checkpoints::Off,
-        seed: Some(cell.seed),
-        init_seed: 0,
-        log_private_metrics: false,
-        allow_large_delta: false,
-    };
-    // Frozen blocks below the trainable ones run once per example (last-k, random-k, dp-selft).
-    let options = TrainerOptions {
-        prefix_cache: true,
-        ..TrainerOptions::default()
-    };
-    let mut trainer = DpTrainer::new_with(
-        config,
-        model,
-        TrainData::Dataset(&train),
-        Some(&test),
-        dir,
-        Start::Fresh,
-        &options,
-    )?;
-    let summary = trainer.run(progress)?;
-    Ok(CellOutcome {
-        test: summary
-            .eval
-            .ok_or_else(|| SelftError::Config("no test result".into()))?,
-        trainable_params: summary.plan.trainable_scalars,
-        epsilon_spent: summary.epsilon,
-        trainable,
     })
 }
 
@@ -339,7 +326,7 @@ fn majority_accuracy(bench: &UtilityBench) -> Result<Option<f64>> {
 }
 
 /// The training and test subsets every cell uses.
-fn load_splits(bench: &UtilityBench) -> Result<(Dataset, Dataset)> {
+pub(crate) fn load_splits(bench: &UtilityBench) -> Result<(Dataset, Dataset)> {
     let data = data_section(bench);
     let train = pipeline::load_train(&data)?;
     let test = pipeline::load_test(&data, &train.labels)?
@@ -347,14 +334,25 @@ fn load_splits(bench: &UtilityBench) -> Result<(Dataset, Dataset)> {
     Ok((train, test))
 }
 
+/// `table.md` and `chart.svg` over the ε values asked for and every other ε the grid's
+/// methods have results for (an earlier call with other `--epsilons`).
 fn write_outputs(
     bench: &UtilityBench,
     results: &[CellResult],
     majority: Option<f64>,
 ) -> Result<()> {
-    let table = table_markdown(&bench.methods, &bench.epsilons, results, majority);
+    let mut epsilons = bench.epsilons.clone();
+    for r in results.iter().filter(|r| bench.methods.contains(&r.method)) {
+        if let Some(e) = r.epsilon
+            && !epsilons.iter().any(|x| x.to_bits() == e.to_bits())
+        {
+            epsilons.push(e);
+        }
+    }
+    epsilons.sort_by(f64::total_cmp);
+    let table = table_markdown(&bench.methods, &epsilons, results, majority);
     write_text(&bench.out.join("table.md"), &table)?;
-    let chart = accuracy_chart(&bench.methods, &bench.epsilons, results);
+    let chart = accuracy_chart(&bench.methods, &epsilons, results);
     dpselft_chart::write(&chart, &bench.out.join("chart.svg"))?;
     Ok(())
 }

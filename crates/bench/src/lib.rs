@@ -3,7 +3,8 @@
 //!
 //! - [`grid`] — the privacy–utility grid: dp-selft against the baselines at the same (ε, δ),
 //!   resumable, one line of `results.jsonl` per (method, ε, seed) cell; [`methods`] reads the
-//!   committed per-method settings; [`table`] writes `table.md` and `chart.svg`.
+//!   committed per-method settings; [`cell`] runs one cell under the one learning-rate rule;
+//!   [`table`] writes `table.md` and `chart.svg`.
 //! - [`selection`] — the selection's choice against the oracle: every candidate DP-fine-tuned
 //!   and scored on held-out private training data (`dpselft bench selection`).
 //! - [`synthetic`] — how much of the task the synthetic data carry: a fixed probe trained on
@@ -14,6 +15,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cell;
 pub mod grid;
 pub mod methods;
 pub mod peer;

@@ -34,14 +34,19 @@ pub struct MethodDefaults {
     pub max_seq_len: usize,
     /// δ.
     pub delta: f64,
+    /// The learning rates every method chooses from (one rule for all): a baseline trains at
+    /// each and keeps the best on its validation split; dp-selft trains its chosen set at each
+    /// on the synthetic data and keeps the best on S_val.
+    pub lr_grid: Vec<f64>,
+    /// The share of the private training split a baseline holds out to choose its learning
+    /// rate (the literature's convention; that choice's privacy cost is not accounted).
+    pub validation_fraction: f64,
 }
 
-/// One method's own settings.
+/// One method's own settings (its learning rate is chosen from the shared grid).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MethodSettings {
-    /// Peak learning rate.
-    pub lr: f64,
     /// The trainable set (baselines); dp-selft methods choose their own.
     #[serde(default)]
     pub trainable: Option<TrainableSpec>,
@@ -58,6 +63,12 @@ impl MethodsFile {
             path: path.to_path_buf(),
             message: format!("not a methods file: {e}"),
         })?;
+        file.defaults
+            .check()
+            .map_err(|message| SelftError::Format {
+                path: path.to_path_buf(),
+                message,
+            })?;
         for (method, m) in &file.methods {
             let needs_set = matches!(method.kind(), MethodKind::Baseline | MethodKind::NonPrivate);
             if needs_set && m.trainable.is_none() && m.random_k.is_none() {
@@ -79,6 +90,25 @@ impl MethodsFile {
                 names.join(", ")
             ))
         })
+    }
+}
+
+impl MethodDefaults {
+    /// The learning-rate grid is non-empty and positive, the validation share in (0, 0.5].
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.lr_grid.is_empty() {
+            return Err("defaults.lr_grid: at least one learning rate is needed".into());
+        }
+        if let Some(lr) = self.lr_grid.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
+            return Err(format!("defaults.lr_grid: {lr} is not a learning rate > 0"));
+        }
+        let f = self.validation_fraction;
+        if !(f > 0.0 && f <= 0.5) {
+            return Err(format!(
+                "defaults.validation_fraction: {f} is not a share in (0, 0.5]"
+            ));
+        }
+        Ok(())
     }
 }
 

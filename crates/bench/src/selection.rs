@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use dpselft_chart::{Chart, Point, ScatterChart};
-use dpselft_data::{Dataset, SeededChoice, write_jsonl};
+use dpselft_data::{Dataset, split_held_out, write_jsonl};
 use dpselft_dp::{DpTrainer, Start, TrainData, TrainerOptions};
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_privacy::Stage;
@@ -141,21 +141,7 @@ fn split_private(bench: &SelectionBench, config: &mut RunConfig) -> Result<(Data
         bench.work.join("train-held-out.jsonl"),
     );
     let train = load_train(&config.run)?;
-    let n = train.len();
-    let held = ((n as f64 * bench.held_out_fraction).round() as usize).clamp(1, n - 1);
-    let pick = SeededChoice::new(0x5e1e_c7ed).sorted_choice(held, n);
-    let mut is_held = vec![false; n];
-    for &i in &pick {
-        is_held[i] = true;
-    }
-    let part = |keep: bool| Dataset {
-        examples: (0..n)
-            .filter(|&i| is_held[i] == keep)
-            .map(|i| train.examples[i].clone())
-            .collect(),
-        labels: train.labels.clone(),
-    };
-    let (seen, held_out) = (part(false), part(true));
+    let (seen, held_out) = split_held_out(&train, bench.held_out_fraction, 0x5e1e_c7ed);
     if !seen_path.exists() {
         write_jsonl(&held_path, &held_out)?;
         write_jsonl(&seen_path, &seen)?;

@@ -37,10 +37,16 @@ fn committed_results_and_methods_file_read() {
 }
 
 #[test]
-fn the_committed_brown_genre_table_is_reproduced_by_its_results() {
-    let rs = results("brown-genre");
+fn the_committed_tables_are_reproduced_by_their_results() {
+    for task in ["brown-genre", "spam"] {
+        committed_table_is_reproduced(task);
+    }
+}
+
+fn committed_table_is_reproduced(task: &str) {
+    let rs = results(task);
     let table = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/brown-genre/table.md"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../bench/{task}/table.md")),
     )
     .unwrap();
     // The methods in the table's order, and the ε columns, as the committed table shows them.
@@ -50,8 +56,11 @@ fn the_committed_brown_genre_table_is_reproduced_by_its_results() {
             methods.push(r.method.clone());
         }
     }
-    let epsilons: Vec<f64> = vec![3.0];
-    let ours = table_markdown(&methods, &epsilons, &rs, None);
+    let mut epsilons: Vec<f64> = rs.iter().filter_map(|r| r.epsilon).collect();
+    epsilons.sort_by(f64::total_cmp);
+    epsilons.dedup();
+    let majority = rs.iter().find_map(|r| r.majority_accuracy);
+    let ours = table_markdown(&methods, &epsilons, &rs, majority);
     // The committed table also states the majority floor; compare the metric rows.
     let rows: Vec<&str> = ours
         .lines()
@@ -62,4 +71,34 @@ fn the_committed_brown_genre_table_is_reproduced_by_its_results() {
     for line in rows {
         assert!(table.contains(line), "not in the committed table: {line}");
     }
+}
+
+/// A methods file without a usable learning-rate grid or validation share is refused with the
+/// file's name and the field.
+#[test]
+fn a_methods_file_needs_a_learning_rate_grid_and_a_validation_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("methods.toml");
+    let file = |grid: &str, fraction: &str| {
+        format!(
+            "[defaults]\nbatch_size = 8\nepochs = 1.0\nclip = 1.0\nmax_seq_len = 8\n\
+             delta = 1e-5\nlr_grid = {grid}\nvalidation_fraction = {fraction}\n\n\
+             [methods.head]\ntrainable = \"head\"\n"
+        )
+    };
+    for (grid, fraction, field) in [
+        ("[]", "0.1", "lr_grid"),
+        ("[0.01, -1.0]", "0.1", "lr_grid"),
+        ("[0.01]", "0.0", "validation_fraction"),
+        ("[0.01]", "0.9", "validation_fraction"),
+    ] {
+        std::fs::write(&path, file(grid, fraction)).unwrap();
+        let e = MethodsFile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("methods.toml") && e.contains(field), "{e}");
+    }
+    std::fs::write(&path, file("[0.01, 0.1]", "0.1")).unwrap();
+    assert!(MethodsFile::load(&path).is_ok());
+    // A per-method learning rate is no longer a setting: one rule for every method.
+    std::fs::write(&path, file("[0.01]", "0.1") + "lr = 0.1\n").unwrap();
+    assert!(MethodsFile::load(&path).is_err());
 }

@@ -17,6 +17,16 @@ fn cell(method: &str, epsilon: Option<f64>, seed: u64, accuracy: f64, macro_f1: 
         wall_s: 60.0,
         epsilon_spent: epsilon.map(|e| e - 0.0003),
         trainable: Some("head,last:1".parse().unwrap()),
+        train_examples: Some(900),
+        validation_examples: Some(100),
+        test_examples: Some(400),
+        batch_size: Some(64),
+        epochs: Some(5.0),
+        steps: Some(70),
+        sigma: epsilon.map(|_| 1.25),
+        lr: Some(3.16e-3),
+        lr_trials: Vec::new(),
+        majority_accuracy: Some(0.5),
     }
 }
 
@@ -82,10 +92,24 @@ fn one_row_per_cell_of_the_grid_only() {
         "{cells}"
     );
     assert!(
-        cells.contains("| a | 1 | 1 | `head,last:1` | 1001 | 0.4000 | 0.3000 | 0.9997 | 60 s |"),
+        cells.contains(
+            "| a | 1 | 1 | `head,last:1` | 1001 | 900 | 100 | 64 | 5 | 70 | 1.250 | 3.16e-3 | \
+             0.4000 | 0.3000 | 0.9997 | 60 s |"
+        ),
         "{cells}"
     );
-    assert!(cells.contains("| np | ∞ | 0 | `head,last:1` | 1000 | 0.9000 | 0.8000 | – | 60 s |"));
+    assert!(
+        cells.contains(
+            "| np | ∞ | 0 | `head,last:1` | 1000 | 900 | 100 | 64 | 5 | 70 | – | 3.16e-3 | \
+             0.9000 | 0.8000 | – | 60 s |"
+        ),
+        "{cells}"
+    );
+    // How the learning rates were chosen, and what that choice costs, is said under the rows.
+    assert!(
+        cells.contains("privacy cost is **not** accounted"),
+        "{cells}"
+    );
     assert!(
         cells.contains("6 cells, 360 s (0.1 h) of runs in all."),
         "{cells}"

@@ -273,6 +273,59 @@ fn the_utility_grid_runs_each_cell_once_and_resumes() {
     );
 }
 
+/// Two workers sharing one grid folder (`bench utility --parallel 2`) run every cell exactly
+/// once and compute what one worker computes; each baseline keeps the learning rate with the
+/// best validation accuracy and trains on the split less its validation share.
+#[test]
+fn two_workers_share_a_grid_and_compute_what_one_does() {
+    use dpselft_bench::{CellResult, run_grid};
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let methods = ["head", "last-k", "non-private"];
+    let one = grid_bench(tmp.path(), &methods, &[2.0]);
+    let mut two = one.clone();
+    two.out = tmp.path().join("grid-two");
+    let single = run_grid(&one, &mut ()).unwrap();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| run_grid(&two, &mut ()).unwrap());
+        let b = s.spawn(|| run_grid(&two, &mut ()).unwrap());
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    let read = |b: &dpselft_bench::UtilityBench| -> Vec<CellResult> {
+        let text = std::fs::read_to_string(b.out.join("results.jsonl")).unwrap();
+        let mut rows: Vec<CellResult> = text
+            .lines()
+            .map(|l| {
+                let mut r: CellResult = serde_json::from_str(l).unwrap();
+                r.wall_s = 0.0;
+                r
+            })
+            .collect();
+        rows.sort_by(|x, y| x.method.cmp(&y.method));
+        rows
+    };
+    let (a, b) = (read(&one), read(&two));
+    assert_eq!(a.len(), 3, "one row per cell: {a:?}");
+    assert_eq!(a, b, "two workers computed other results than one");
+    for r in &single {
+        let best = r
+            .lr_trials
+            .iter()
+            .map(|t| t.accuracy.unwrap())
+            .fold(f64::MIN, f64::max);
+        let chosen = r.lr_trials.iter().find(|t| Some(t.lr) == r.lr).unwrap();
+        assert_eq!(chosen.accuracy.unwrap(), best, "{r:?}");
+        assert_eq!(r.lr_trials.len(), 2, "every rate of the grid tried: {r:?}");
+        // 160 training examples, 20% held out.
+        assert_eq!(
+            (r.train_examples, r.validation_examples),
+            (Some(128), Some(32)),
+            "{r:?}"
+        );
+    }
+}
+
 /// Every input is checked before the first mechanism: a test split with a label the training
 /// split lacks fails with no ledger written (nothing spent), and the same folder can then be
 /// used once the file is fixed.

@@ -34,5 +34,5 @@ pub use dataset::{
 pub use error::{DataError, Location, Problem};
 pub use overlap::{Overlap, check_eval_overlap, check_two_labels, overlap};
 pub use spam::{SpamBuild, SpamStats, build_spam};
-pub use subset::{SeededChoice, fisher_yates, subset};
+pub use subset::{SeededChoice, fisher_yates, split_held_out, subset};
 pub use task::{BenchmarkTask, BuiltTask, LabelCount, TaskSplits, format_counts_table};

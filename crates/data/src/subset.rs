@@ -62,3 +62,79 @@ pub fn subset(data: &mut Dataset, limit: usize, seed: u64) {
     let keep = SeededChoice::new(seed).sorted_choice(limit, data.len());
     data.examples = keep.iter().map(|&i| data.examples[i].clone()).collect();
 }
+
+/// Cuts `data` into the examples kept and a seeded random held-out `fraction` of them (rounded,
+/// at least one and at most n − 1; none when n < 2), both in file order and with `data`'s labels: the
+/// validation split of the utility grid's baselines and the selection bench's held-out part.
+pub fn split_held_out(data: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dataset) {
+    let n = data.len();
+    let held = match n {
+        0 | 1 => 0,
+        _ => ((n as f64 * fraction).round() as usize).clamp(1, n - 1),
+    };
+    let mut is_held = vec![false; n];
+    for i in SeededChoice::new(seed).sorted_choice(held, n) {
+        is_held[i] = true;
+    }
+    let part = |keep: bool| Dataset {
+        examples: (0..n)
+            .filter(|&i| is_held[i] == keep)
+            .map(|i| data.examples[i].clone())
+            .collect(),
+        labels: data.labels.clone(),
+    };
+    (part(false), part(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Example;
+
+    fn data(n: usize) -> Dataset {
+        Dataset {
+            examples: (0..n)
+                .map(|i| Example {
+                    text: format!("text {i}"),
+                    label: Some(i % 2),
+                })
+                .collect(),
+            labels: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn a_held_out_split_partitions_the_data_in_file_order() {
+        let d = data(50);
+        let (kept, held) = split_held_out(&d, 0.1, 7);
+        assert_eq!((kept.len(), held.len()), (45, 5));
+        let mut all: Vec<&str> = kept
+            .examples
+            .iter()
+            .chain(&held.examples)
+            .map(|e| e.text.as_str())
+            .collect();
+        all.sort_unstable();
+        let mut want: Vec<&str> = d.examples.iter().map(|e| e.text.as_str()).collect();
+        want.sort_unstable();
+        assert_eq!(all, want, "every example in exactly one part");
+        let index = |e: &Example| e.text[5..].parse::<usize>().unwrap();
+        assert!(
+            held.examples
+                .windows(2)
+                .all(|w| index(&w[0]) < index(&w[1]))
+        );
+        assert_eq!(held.labels, d.labels);
+        // Seeded: the same seed, the same split; another seed, another.
+        assert_eq!(split_held_out(&d, 0.1, 7).1.examples, held.examples);
+        assert_ne!(split_held_out(&d, 0.1, 8).1.examples, held.examples);
+    }
+
+    #[test]
+    fn a_held_out_split_keeps_one_example_on_each_side() {
+        assert_eq!(split_held_out(&data(10), 0.01, 1).1.len(), 1);
+        assert_eq!(split_held_out(&data(10), 0.99, 1).0.len(), 1);
+        assert_eq!(split_held_out(&data(1), 0.5, 1).1.len(), 0);
+        assert_eq!(split_held_out(&data(0), 0.5, 1).0.len(), 0);
+    }
+}

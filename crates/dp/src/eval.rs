@@ -9,6 +9,7 @@ use dpselft_model::{Ctx, Head, Model, Pooling};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DpError, Result};
+use crate::prefix::PrefixCache;
 use crate::sampler::split_by_tokens;
 use crate::task::{EncodedSet, per_example_loss_masked, to_f64s};
 
@@ -34,6 +35,19 @@ pub struct EvalMetrics {
 /// Evaluates `model` on `set` (no gradient, no dropout), in batches of at most `max_tokens`
 /// padded tokens.
 pub fn evaluate(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<EvalMetrics> {
+    evaluate_cached(model, set, max_tokens, None)
+}
+
+/// [`evaluate`] through a frozen-prefix cache of `set` when given: the blocks below its boundary
+/// run once per example over all the evaluations that share the cache (the learning-rate
+/// trials of a grid cell, the periodic evaluations of a run). The cache must belong to `set`
+/// and to this model's frozen blocks.
+pub fn evaluate_cached(
+    model: &Model,
+    set: &EncodedSet,
+    max_tokens: usize,
+    mut prefix: Option<&mut PrefixCache>,
+) -> Result<EvalMetrics> {
     if set.is_empty() {
         return Err(DpError::Config("the evaluation set is empty".into()));
     }
@@ -45,7 +59,14 @@ pub fn evaluate(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<Ev
     let mut pred = Vec::new();
     for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
         let (batch, labels) = set.batch(model, &mb)?;
-        let out = model.forward_train(&batch, Ctx::plain())?.detach();
+        let out = match prefix.as_deref_mut() {
+            Some(cache) => {
+                let h = cache.states(model, set, &mb, &batch)?;
+                model.forward_from(&h, &batch, cache.upto(), Ctx::plain())?
+            }
+            None => model.forward_train(&batch, Ctx::plain())?,
+        }
+        .detach();
         let mask = set.loss_mask(model, &mb, batch.ids.dim(1)?)?;
         let losses = per_example_loss_masked(model, &out, &batch, labels.as_ref(), mask.as_ref())?;
         let losses = to_f64s(&losses)?;

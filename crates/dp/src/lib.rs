@@ -50,7 +50,7 @@ pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_ex
 pub use config::{AUTO_CHECKPOINTS, Checkpoints, Duration, PrivacyTarget, TrainConfig};
 pub use displacement::NoiseStep;
 pub use error::{DpError, Result};
-pub use eval::{EvalMetrics, evaluate, example_logits};
+pub use eval::{EvalMetrics, evaluate, evaluate_cached, example_logits};
 pub use head::{HeadChoice, blocks_spec, classifier_pooling, prepare_model, random_blocks_spec};
 pub use inspect::per_example_grad_norms;
 pub use noise::{add_gaussian_noise, fill_gaussian_f32, fill_gaussian_f64, gaussian_like};
@@ -60,7 +60,7 @@ pub use optim::{
     StepInfo,
 };
 pub use plan::{NoisePlan, TrainPlan, plan_noise};
-pub use prefix::PrefixCache;
+pub use prefix::{PrefixCache, PrefixCaches};
 pub use rng::{NoiseRng, NoiseRngState, SeedSource};
 pub use sampler::{PoissonSampler, split_by_tokens};
 pub use step::{ClippedBatch, MicroBatch, RecordedGrads, clip_sum, record_examples, record_grads};

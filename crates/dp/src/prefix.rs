@@ -16,6 +16,17 @@ use dpselft_model::{Batch, Model};
 use crate::error::{DpError, Result};
 use crate::task::EncodedSet;
 
+/// The frozen-prefix caches of a run: its training set's and its held-out set's. Cloning is
+/// cheap (the states are shared, not copied), so one filled pair can serve several runs of the
+/// same model and data ([`crate::DpTrainer::reuse_prefix_caches`]).
+#[derive(Debug, Clone, Default)]
+pub struct PrefixCaches {
+    /// The training set's.
+    pub train: Option<PrefixCache>,
+    /// The held-out set's.
+    pub eval: Option<PrefixCache>,
+}
+
 /// Hidden states entering block `upto`, per example of one [`EncodedSet`].
 #[derive(Debug, Clone)]
 pub struct PrefixCache {
@@ -37,6 +48,22 @@ impl PrefixCache {
     /// The block boundary the states enter.
     pub fn upto(&self) -> usize {
         self.upto
+    }
+
+    /// Examples of the set the cache belongs to.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether the set the cache belongs to is empty.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Whether this cache can stand in for `other`: the same boundary and the same number of
+    /// examples (the caller vouches that both belong to the same set and frozen weights).
+    pub fn matches(&self, other: &Self) -> bool {
+        self.upto == other.upto && self.states.len() == other.states.len()
     }
 
     /// Examples whose states are cached.

@@ -39,12 +39,12 @@ use crate::checkpoint::{
 use crate::clip::Clipping;
 use crate::config::TrainConfig;
 use crate::error::{DpError, Result, io_err};
-use crate::eval::{EvalMetrics, evaluate};
+use crate::eval::{EvalMetrics, evaluate_cached};
 use crate::head::{HeadChoice, prepare_model};
 use crate::metrics_log::MetricsLog;
 use crate::optim::{DpOptimizer, OptimizerCheckpoint, StepInfo};
 use crate::plan::{NoisePlan, TrainPlan};
-use crate::prefix::PrefixCache;
+use crate::prefix::{PrefixCache, PrefixCaches};
 use crate::rng::NoiseRng;
 use crate::sampler::PoissonSampler;
 use crate::stage_ledger::StageLedger;
@@ -84,6 +84,8 @@ pub struct DpTrainer {
     epsilon_so_far: Option<f64>,
     last_eval: Option<EvalMetrics>,
     prefix: Option<PrefixCache>,
+    /// The held-out set's frozen-prefix cache (with the training set's).
+    eval_prefix: Option<PrefixCache>,
     /// Steps of an interrupted attempt without a checkpoint, marked lost on restart.
     lost_steps: u64,
     /// The run folder's exclusive lock, held for the trainer's life: no second process can run
@@ -174,6 +176,9 @@ impl DpTrainer {
         let optimizer = make_optimizer(&config, &plan, clipping, &params)?;
         let (sampling_rng, noise_rng) = rng_streams(config.seed)?;
         let prefix = prefix_cache(&model, options, n);
+        let eval_prefix = eval_set
+            .as_ref()
+            .and_then(|e| prefix_cache(&model, options, e.len()));
         let log_private_metrics = config.log_private_metrics;
         let mut trainer = Self {
             config,
@@ -198,6 +203,7 @@ impl DpTrainer {
             epsilon_so_far: None,
             last_eval: None,
             prefix,
+            eval_prefix,
             lost_steps,
             _lock: lock,
         };
@@ -300,6 +306,44 @@ impl DpTrainer {
             var.set(&t.to_dtype(var.dtype())?)?;
         }
         Ok(())
+    }
+
+    /// Uses `caches` in place of this run's own frozen-prefix caches where they fit (same block
+    /// boundary and size; the caller vouches for the same data and frozen weights): a learning-rate
+    /// sweep then runs the frozen blocks once for all its runs. A cache that does not fit is
+    /// ignored, and so are caches for a run without the prefix cache.
+    pub fn reuse_prefix_caches(&mut self, caches: &PrefixCaches) {
+        fn swap(own: &mut Option<PrefixCache>, given: &Option<PrefixCache>) {
+            if let (Some(o), Some(g)) = (own.as_mut(), given)
+                && o.matches(g)
+            {
+                *o = g.clone();
+            }
+        }
+        swap(&mut self.prefix, &caches.train);
+        swap(&mut self.eval_prefix, &caches.eval);
+    }
+
+    /// Computes every example's frozen-prefix states of both sets now, in file order, so that
+    /// they do not depend on which batches happened to be drawn first: runs that share the
+    /// caches then see exactly the states a run of their own would.
+    pub fn fill_prefix_caches(&mut self) -> Result<()> {
+        let max_tokens = self.config.max_tokens;
+        if let Some(cache) = self.prefix.as_mut() {
+            cache.fill_all(&self.model, &self.train, max_tokens)?;
+        }
+        if let (Some(cache), Some(set)) = (self.eval_prefix.as_mut(), &self.eval) {
+            cache.fill_all(&self.model, set, max_tokens)?;
+        }
+        Ok(())
+    }
+
+    /// This run's frozen-prefix caches as filled so far (shared states, not copies).
+    pub fn prefix_caches(&self) -> PrefixCaches {
+        PrefixCaches {
+            train: self.prefix.clone(),
+            eval: self.eval_prefix.clone(),
+        }
     }
 
     /// Stop after step `step` (for tests of resumption, or a time-boxed session); the checkpoint
@@ -485,7 +529,12 @@ impl DpTrainer {
         let Some(set) = &self.eval else {
             return Err(DpError::Config("no held-out set to evaluate".into()));
         };
-        let m = evaluate(&self.model, set, self.config.max_tokens)?;
+        let m = evaluate_cached(
+            &self.model,
+            set,
+            self.config.max_tokens,
+            self.eval_prefix.as_mut(),
+        )?;
         #[derive(Serialize)]
         struct EvalLine<'a> {
             step: u64,

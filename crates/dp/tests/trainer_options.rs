@@ -193,6 +193,69 @@ fn prefix_cache_advance_equals_direct_computation() {
     assert!(diff < 1e-5, "{diff}");
 }
 
+#[test]
+fn evaluation_through_the_prefix_cache_equals_the_plain_evaluation() {
+    let mut model = tiny_bert(3);
+    dpselft_dp::prepare_model(
+        &mut model,
+        Task::Classify,
+        dpselft_dp::HeadChoice::New(vec!["colour".into(), "animal".into()]),
+        &"head,last:1".parse().unwrap(),
+        3,
+    )
+    .unwrap();
+    let set = EncodedSet::new(&model, &dataset(30), Task::Classify, 16).unwrap();
+    let plain = dpselft_dp::evaluate(&model, &set, 64).unwrap();
+    let mut cache = PrefixCache::new(2, set.len());
+    // Twice: filled lazily on the first evaluation, read back on the second.
+    for _ in 0..2 {
+        let cached = dpselft_dp::evaluate_cached(&model, &set, 64, Some(&mut cache)).unwrap();
+        assert_eq!(cached.accuracy, plain.accuracy);
+        assert!(
+            (cached.loss - plain.loss).abs() < 1e-6,
+            "{cached:?} {plain:?}"
+        );
+    }
+    assert_eq!(cache.cached(), set.len());
+}
+
+/// A run trained and evaluated with caches lent by an earlier run (a learning-rate sweep) ends
+/// exactly where a run with caches of its own, filled up front, does.
+#[test]
+fn lent_prefix_caches_give_the_result_of_a_run_with_its_own() {
+    let (train, val) = (dataset(80), dataset(20));
+    let run = |lend: Option<&dpselft_dp::PrefixCaches>, dir: &std::path::Path| {
+        let options = TrainerOptions {
+            prefix_cache: true,
+            ..TrainerOptions::default()
+        };
+        let mut t = DpTrainer::new_with(
+            config(4.0),
+            tiny_bert(3),
+            TrainData::Dataset(&train),
+            Some(&val),
+            dir,
+            Start::Fresh,
+            &options,
+        )
+        .unwrap();
+        if let Some(c) = lend {
+            t.reuse_prefix_caches(c);
+        }
+        t.fill_prefix_caches().unwrap();
+        let summary = t.run(&mut ()).unwrap();
+        (summary.eval.unwrap(), t.prefix_caches())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (first, caches) = run(None, &dir.path().join("a"));
+    assert_eq!(caches.train.as_ref().unwrap().cached(), train.len());
+    assert_eq!(caches.eval.as_ref().unwrap().cached(), val.len());
+    let (lent, _) = run(Some(&caches), &dir.path().join("b"));
+    let (own, _) = run(None, &dir.path().join("c"));
+    assert_eq!(lent, own);
+    assert_eq!(first, own);
+}
+
 /// A tiny Llama (d = 8) with the word-level tokenizer (ids < 16).
 fn tiny_llama() -> Model {
     let cfg = ModelConfig::Llama(LlamaConfig {

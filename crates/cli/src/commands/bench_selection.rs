@@ -87,7 +87,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         work,
         report_only: args.report_only,
     };
-    let report = run_selection_bench(&bench, &out, &mut Log)?;
+    let report = run_selection_bench(&bench, &out, &mut Log::default())?;
     println!("| candidate | synthetic score | held-out accuracy |");
     println!("|---|---:|---:|");
     for c in &report.candidates {

@@ -82,7 +82,7 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         probe,
         work,
     };
-    let report = run_synthetic_bench(&bench, &mut Log)?;
+    let report = run_synthetic_bench(&bench, &mut Log::default())?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -22,7 +22,7 @@ pub struct UtilityArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "dp-selft,full,lora,bitfit,last-k,random-k,non-private"
+        default_value = "dp-selft,head,full,lora,bitfit,last-k,random-k,non-private"
     )]
     pub methods: Vec<Method>,
     /// Target ε values, comma-separated.
@@ -31,15 +31,14 @@ pub struct UtilityArgs {
     /// Seeds per cell (0..N).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// Data subsets and stage sizes: small (the `dpselft run` default) or full.
+    /// dp-selft's stage sizes: small (the `dpselft run` default: 320 synthetic texts, greedy:2)
+    /// or full.
     #[arg(long, value_enum, default_value = "small")]
     pub scale: super::run::ScaleArg,
-    /// Seeded subset of the training split for every method [default: the scale's: 1500 for
-    /// small, all for full; 0 = all].
+    /// Seeded subset of the training split for every method [default: all of it; 0 = all].
     #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Seeded subset of the test split [default: the scale's: 1000 for small, all for full;
-    /// 0 = all].
+    /// Seeded subset of the test split [default: all of it; 0 = all].
     #[arg(long)]
     pub test_limit: Option<usize>,
     /// The committed per-method hyperparameters.
@@ -51,6 +50,10 @@ pub struct UtilityArgs {
     /// Generator of dp-selft's synthetic stage.
     #[arg(long, default_value = "smollm2")]
     pub generator: String,
+    /// Cells run at a time (one per core is the usual choice): workers that claim cells one
+    /// by one, so a second `bench utility` on the same folder may also join in.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
     /// Output folder (a second call continues the grid).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -84,6 +87,9 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
     if args.epsilons.iter().any(|e| !(e.is_finite() && *e > 0.0)) || args.seeds == 0 {
         return Err(UsageError("--epsilons must be > 0 and --seeds ≥ 1".into()).into());
     }
+    if args.parallel == 0 {
+        return Err(UsageError("--parallel must be ≥ 1".into()).into());
+    }
     let methods_file = MethodsFile::load(&args.methods_file)
         .with_context(|| "reading the methods file (--methods-file)")?;
     let (train_data, test_data) = super::data::ensure_task_data(task, args.assets.as_deref())?;
@@ -95,12 +101,8 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
         super::run::ScaleArg::Small => Scale::Small,
         super::run::ScaleArg::Full => Scale::Full,
     };
-    let preset = dpselft_selft::RunConfig::preset(scale).run;
-    let limit = |given: Option<usize>, default: Option<usize>| match given {
-        Some(0) => None,
-        Some(l) => Some(l),
-        None => default,
-    };
+    // The grid runs on the full splits unless a subset is asked for (issue 15).
+    let limit = |given: Option<usize>| given.filter(|&l| l > 0);
     let bench = UtilityBench {
         task: task.name().to_string(),
         train_data,
@@ -113,13 +115,12 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
         epsilons: args.epsilons.clone(),
         seeds: args.seeds,
         scale,
-        train_limit: limit(args.train_limit, preset.train_limit),
-        test_limit: limit(args.test_limit, preset.test_limit),
+        train_limit: limit(args.train_limit),
+        test_limit: limit(args.test_limit),
         methods_file,
         out: args.out.clone(),
     };
-    let mut progress = Log;
-    let results = run_grid(&bench, &mut progress)?;
+    let results = run_workers(&bench, args.parallel)?;
     let table = std::fs::read_to_string(args.out.join("table.md"))
         .with_context(|| format!("reading {}", args.out.join("table.md").display()))?;
     println!("{table}");
@@ -131,13 +132,47 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Plain log lines: a grid runs for hours, usually without a terminal.
-pub struct Log;
+/// Runs the grid with `workers` threads claiming cells (each cell's runs are one thread's);
+/// the first error, if any, after every worker has stopped.
+fn run_workers(
+    bench: &UtilityBench,
+    workers: usize,
+) -> anyhow::Result<Vec<dpselft_bench::CellResult>> {
+    if workers == 1 {
+        return Ok(run_grid(bench, &mut Log { worker: None })?);
+    }
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| s.spawn(move || run_grid(bench, &mut Log { worker: Some(w) })))
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let mut last = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(Ok(results)) => last = Some(results),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow::bail!("a grid worker panicked"),
+        }
+    }
+    last.ok_or_else(|| anyhow::anyhow!("no grid worker ran"))
+}
+
+/// Plain log lines (tagged by worker when there are several): a grid runs for hours, usually
+/// without a terminal.
+#[derive(Default)]
+pub struct Log {
+    /// The worker's number, when several share the grid.
+    pub worker: Option<usize>,
+}
 
 impl dpselft_dp::Observer for Log {}
 
 impl Progress for Log {
     fn message(&mut self, text: &str) {
-        eprintln!("{text}");
+        match self.worker {
+            Some(w) => eprintln!("[worker {w}] {text}"),
+            None => eprintln!("{text}"),
+        }
     }
 }

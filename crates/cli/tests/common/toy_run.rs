@@ -110,21 +110,22 @@ epochs = 1.0
 clip = 1.0
 max_seq_len = 12
 delta = 1e-5
+lr_grid = [0.003, 0.03]
+validation_fraction = 0.2
 
 [methods.dp-selft]
-lr = 0.01
+
+[methods.head]
+trainable = "head"
 
 [methods.last-k]
 trainable = "head,last:1"
-lr = 0.01
 
 [methods.random-k]
 random_k = 1
-lr = 0.01
 
 [methods.non-private]
 trainable = "all"
-lr = 0.01
 "#;
 
 /// A utility grid over the toy models and data of [`setup`] (call it first), writing to

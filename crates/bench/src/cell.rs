@@ -1,0 +1,367 @@
+//! One cell of the grid: a dp-selft run, or a baseline trained at every learning rate of the
+//! shared grid with the best kept by its validation split — one learning-rate rule for every
+//! method, never the test split.
+//!
+//! - **Baselines** (and `non-private`) hold out `validation_fraction` of the private training
+//!   split (seeded, the same for every method), train on the rest at each learning rate, each
+//!   run at the cell's full (ε, δ) with its own ledger, and keep the run with the best validation
+//!   accuracy (ties: the lower validation loss). This is the literature's convention; choosing
+//!   among the runs on private data is itself a release whose privacy cost is **not** accounted
+//!   (the table says so).
+//! - **dp-selft** trains on the whole private split and chooses its learning rate on its
+//!   synthetic validation split S_val (the selection stage's learning-rate trials), which costs
+//!   no privacy: its ledger is the whole truth.
+//!
+//! The frozen blocks below a baseline's trainable set compute the same states in every
+//! learning-rate run and every cell with the same boundary, so one process keeps them
+//! ([`SharedCaches`]) and computes them once, in file order (the results do not depend on
+//! which cells ran before).
+
+use std::path::Path;
+
+use candle_core::Device;
+use dpselft_data::{Dataset, split_held_out};
+use dpselft_dp::{
+    DpTrainer, Duration, EncodedSet, EvalMetrics, OptimizerKind, PrefixCache, PrefixCaches,
+    PrivacyTarget, Start, Task, TrainConfig, TrainData, TrainSummary, TrainerOptions,
+};
+use dpselft_model::{Model, TrainableSpec};
+use dpselft_selft::error::{Result, SelftError, io_err};
+use dpselft_selft::pipeline::{self, RunConfig};
+use dpselft_selft::{Perturbation, Progress, Selection};
+use serde::{Deserialize, Serialize};
+
+use crate::grid::{CellResult, UtilityBench};
+use crate::methods::{MethodDefaults, MethodKind, MethodSettings};
+
+/// The seed of the validation split (public randomness, the same for every method and seed).
+pub const VALIDATION_SEED: u64 = 0x7a11_da7e;
+
+/// One learning rate a cell tried and how it scored on the cell's validation data (baselines:
+/// the held-out private split; dp-selft: the synthetic S_val).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LrTrial {
+    /// The peak learning rate.
+    pub lr: f64,
+    /// Validation accuracy.
+    pub accuracy: Option<f64>,
+    /// Mean validation loss.
+    pub loss: f64,
+}
+
+/// What a cell's run gave.
+pub(crate) struct CellOutcome {
+    pub test: EvalMetrics,
+    pub trainable_params: usize,
+    pub epsilon_spent: Option<f64>,
+    pub trainable: TrainableSpec,
+    pub train_examples: usize,
+    pub validation_examples: Option<usize>,
+    pub steps: u64,
+    pub sigma: Option<f64>,
+    pub lr: f64,
+    pub lr_trials: Vec<LrTrial>,
+}
+
+/// Frozen-prefix caches of the baselines' training, validation and test sets, kept across the
+/// learning-rate runs and cells of one process: per block boundary, the two used last (to
+/// bound memory: a boundary of brown-genre's full split holds ~1.5 GB).
+#[derive(Default)]
+pub(crate) struct SharedCaches {
+    /// Most recently used last.
+    at: Vec<BoundaryCaches>,
+}
+
+struct BoundaryCaches {
+    upto: usize,
+    fit_val: PrefixCaches,
+    test: Option<PrefixCache>,
+}
+
+/// Boundaries whose caches are kept.
+const KEPT_BOUNDARIES: usize = 2;
+
+impl SharedCaches {
+    /// Lends the caches of the trainer's boundary to it where they fit, then fills what is
+    /// missing in file order and keeps the result.
+    fn lend(&mut self, trainer: &mut DpTrainer, progress: &mut dyn Progress) -> Result<()> {
+        let Some(upto) = trainer
+            .prefix_caches()
+            .train
+            .as_ref()
+            .map(PrefixCache::upto)
+        else {
+            return Ok(()); // nothing frozen below the trainable set
+        };
+        let known = self.take(upto);
+        if let Some(b) = &known {
+            trainer.reuse_prefix_caches(&b.fit_val);
+        } else {
+            progress.message(&format!(
+                "  computing the frozen blocks 0..{upto} once for the training and validation sets"
+            ));
+        }
+        trainer.fill_prefix_caches()?;
+        self.at.push(BoundaryCaches {
+            upto,
+            fit_val: trainer.prefix_caches(),
+            test: known.and_then(|b| b.test),
+        });
+        if self.at.len() > KEPT_BOUNDARIES {
+            self.at.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Removes and returns the caches at `upto`.
+    fn take(&mut self, upto: usize) -> Option<BoundaryCaches> {
+        let i = self.at.iter().position(|b| b.upto == upto)?;
+        Some(self.at.remove(i))
+    }
+
+    /// Evaluates `model` on the test set, through the test set's cache at the model's frozen
+    /// boundary when the training caches have one.
+    fn evaluate_test(&mut self, model: &Model, test: &EncodedSet) -> Result<EvalMetrics> {
+        let upto = model.lowest_trainable_block();
+        let frozen = !model.embeddings_trainable() && upto > 0;
+        let Some(b) = self.at.iter_mut().find(|b| frozen && b.upto == upto) else {
+            return Ok(dpselft_dp::evaluate(model, test, MAX_TOKENS)?);
+        };
+        let cache = b
+            .test
+            .get_or_insert_with(|| PrefixCache::new(upto, test.len()));
+        cache.fill_all(model, test, MAX_TOKENS)?;
+        Ok(dpselft_dp::evaluate_cached(
+            model,
+            test,
+            MAX_TOKENS,
+            Some(cache),
+        )?)
+    }
+}
+
+/// Padded tokens per micro-batch of every cell.
+const MAX_TOKENS: usize = 8192;
+
+/// A dp-selft cell: the whole pipeline at the cell's ε with the grid's shared settings; its
+/// final learning rate is the best of the shared grid on S_val.
+pub(crate) fn selft_cell(
+    bench: &UtilityBench,
+    cell: &CellResult,
+    perturbation: Perturbation,
+    dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<CellOutcome> {
+    let d = &bench.methods_file.defaults;
+    let mut config = RunConfig::preset(bench.scale);
+    config.run.model = bench.model_name.clone();
+    config.run.generator = bench.generator_name.clone();
+    config.run.train_data = bench.train_data.clone();
+    config.run.test_data = Some(bench.test_data.clone());
+    config.run.data_kind = bench.data_kind.clone();
+    config.run.epsilon = cell.epsilon.unwrap_or(f64::INFINITY);
+    config.run.delta = d.delta;
+    config.run.seed = Some(cell.seed);
+    // The same subsets as the baselines, whatever the cell's seed.
+    config.run.train_limit = bench.train_limit;
+    config.run.test_limit = bench.test_limit;
+    config.run.subset_seed = 0;
+    config.select.perturbation = perturbation;
+    // The selection trains its candidates at the grid's geometric centre and the chosen set at
+    // every rate of the grid (as multiples of the centre).
+    let centre = geometric_centre(&d.lr_grid);
+    config.train.lr = centre;
+    config.select.lr_grid = d.lr_grid.iter().map(|lr| lr / centre).collect();
+    config.train.batch_size = d.batch_size;
+    config.train.epochs = d.epochs;
+    config.train.clip = d.clip;
+    config.train.max_seq_len = d.max_seq_len;
+    let m = pipeline::run(&config, &bench.paths, dir, progress)?;
+    let selection = read_selection(dir)?;
+    Ok(CellOutcome {
+        test: m
+            .test
+            .ok_or_else(|| SelftError::Config("no test result".into()))?,
+        trainable_params: m.trainable_params,
+        epsilon_spent: Some(m.epsilon_pld),
+        trainable: m.chosen_spec,
+        train_examples: m.train_examples,
+        validation_examples: None,
+        steps: m.train_steps,
+        sigma: Some(m.train_sigma),
+        lr: selection.chosen_lr,
+        lr_trials: selection
+            .lr_trials
+            .iter()
+            .map(|c| LrTrial {
+                lr: c.lr,
+                accuracy: c.accuracy,
+                loss: c.loss,
+            })
+            .collect(),
+    })
+}
+
+fn read_selection(dir: &Path) -> Result<Selection> {
+    let path = dir.join("selection.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| SelftError::Format {
+        path,
+        message: format!("not a selection: {e}"),
+    })
+}
+
+/// exp(mean ln lr): the middle of a log-spaced grid.
+fn geometric_centre(grid: &[f64]) -> f64 {
+    (grid.iter().map(|l| l.ln()).sum::<f64>() / grid.len() as f64).exp()
+}
+
+/// A baseline (or non-private) cell: its fixed trainable set trained at every learning rate of
+/// the grid on the training split less the validation split; the best on validation is the
+/// cell's model, scored once on the test split.
+pub(crate) fn baseline_cell(
+    bench: &UtilityBench,
+    cell: &CellResult,
+    settings: &MethodSettings,
+    kind: MethodKind,
+    dir: &Path,
+    caches: &mut SharedCaches,
+    progress: &mut dyn Progress,
+) -> Result<CellOutcome> {
+    let d = &bench.methods_file.defaults;
+    let trainable = baseline_spec(bench, cell, settings)?;
+    let (train, test) = crate::grid::load_splits(bench)?;
+    let (fit, val) = split_held_out(&train, d.validation_fraction, VALIDATION_SEED);
+    let privacy = match (kind, cell.epsilon) {
+        (MethodKind::NonPrivate, _) | (_, None) => PrivacyTarget::NonPrivate,
+        (_, Some(epsilon)) => PrivacyTarget::Private {
+            epsilon,
+            delta: d.delta,
+        },
+    };
+    let mut trials = Vec::new();
+    let mut best: Option<(usize, Model, TrainSummary)> = None;
+    for &lr in &d.lr_grid {
+        progress.message(&format!("  {} at lr {lr:.2e}", cell.method));
+        let config = baseline_config(d, trainable.clone(), lr, privacy, cell.seed);
+        let run_dir = dir.join(format!("lr-{lr:.2e}"));
+        let (model, summary) = train_once(bench, config, &fit, &val, &run_dir, caches, progress)?;
+        let v = summary
+            .eval
+            .clone()
+            .ok_or_else(|| SelftError::Config("no validation result".into()))?;
+        trials.push(LrTrial {
+            lr,
+            accuracy: v.accuracy,
+            loss: v.loss,
+        });
+        let i = trials.len() - 1;
+        if best
+            .as_ref()
+            .is_none_or(|(b, _, _)| better(&trials[i], &trials[*b]))
+        {
+            best = Some((i, model, summary));
+        }
+    }
+    let (i, model, summary) =
+        best.ok_or_else(|| SelftError::Config("the learning-rate grid is empty".into()))?;
+    let test_set = EncodedSet::new(&model, &test, Task::Classify, d.max_seq_len)?;
+    let test_metrics = caches.evaluate_test(&model, &test_set)?;
+    Ok(CellOutcome {
+        test: test_metrics,
+        trainable_params: summary.plan.trainable_scalars,
+        epsilon_spent: summary.epsilon,
+        trainable,
+        train_examples: fit.len(),
+        validation_examples: Some(val.len()),
+        steps: summary.steps,
+        sigma: summary.epsilon.map(|_| summary.plan.noise_multiplier),
+        lr: trials[i].lr,
+        lr_trials: trials,
+    })
+}
+
+/// Higher validation accuracy, then lower validation loss.
+fn better(a: &LrTrial, b: &LrTrial) -> bool {
+    let (x, y) = (a.accuracy.unwrap_or(0.0), b.accuracy.unwrap_or(0.0));
+    x > y || (x == y && a.loss < b.loss)
+}
+
+/// One training run of a baseline at one learning rate, through the shared caches.
+fn train_once(
+    bench: &UtilityBench,
+    config: TrainConfig,
+    fit: &Dataset,
+    val: &Dataset,
+    run_dir: &Path,
+    caches: &mut SharedCaches,
+    progress: &mut dyn Progress,
+) -> Result<(Model, TrainSummary)> {
+    let model = Model::load(&bench.paths.model, &Device::Cpu)?;
+    // Frozen blocks below the trainable ones run once per example (last-k, random-k, head).
+    let options = TrainerOptions {
+        prefix_cache: true,
+        ..TrainerOptions::default()
+    };
+    let mut trainer = DpTrainer::new_with(
+        config,
+        model,
+        TrainData::Dataset(fit),
+        Some(val),
+        run_dir,
+        Start::Fresh,
+        &options,
+    )?;
+    caches.lend(&mut trainer, progress)?;
+    let summary = trainer.run(progress)?;
+    Ok((trainer.into_model(), summary))
+}
+
+/// The trainable set of a baseline: its own, or `random_k` blocks drawn with the cell's seed.
+fn baseline_spec(
+    bench: &UtilityBench,
+    cell: &CellResult,
+    settings: &MethodSettings,
+) -> Result<TrainableSpec> {
+    match (&settings.trainable, settings.random_k) {
+        (_, Some(k)) => {
+            let blocks = Model::load(&bench.paths.model, &Device::Cpu)?.num_blocks();
+            Ok(dpselft_dp::random_blocks_spec(k, blocks, cell.seed))
+        }
+        (Some(t), None) => Ok(t.clone()),
+        (None, None) => Err(SelftError::Config(format!(
+            "method `{}` needs `trainable` or `random_k`",
+            cell.method
+        ))),
+    }
+}
+
+fn baseline_config(
+    d: &MethodDefaults,
+    trainable: TrainableSpec,
+    lr: f64,
+    privacy: PrivacyTarget,
+    seed: u64,
+) -> TrainConfig {
+    TrainConfig {
+        task: Task::Classify,
+        trainable,
+        duration: Duration::Epochs(d.epochs),
+        batch_size: d.batch_size,
+        clip: d.clip,
+        automatic_clip_gamma: None,
+        lr,
+        optimizer: OptimizerKind::default(),
+        warmup_steps: 0,
+        privacy,
+        max_tokens: MAX_TOKENS,
+        max_seq_len: d.max_seq_len,
+        eval_every: None,
+        log_every: 1,
+        checkpoints: dpselft_dp::Checkpoints::Off,
+        seed: Some(seed),
+        init_seed: 0,
+        log_private_metrics: false,
+        allow_large_delta: false,
+    }
+}
