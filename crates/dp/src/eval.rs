@@ -51,6 +51,18 @@ pub fn evaluate_cached(
     if set.is_empty() {
         return Err(DpError::Config("the evaluation set is empty".into()));
     }
+    if let Some(cache) = prefix.as_deref()
+        && (cache.len() != set.len() || cache.upto() > model.lowest_trainable_block())
+    {
+        return Err(DpError::Config(format!(
+            "a prefix cache of {} examples at block {} cannot serve a set of {} examples \
+             for a model trainable from block {}",
+            cache.len(),
+            cache.upto(),
+            set.len(),
+            model.lowest_trainable_block()
+        )));
+    }
     let all: Vec<usize> = (0..set.len()).collect();
     let mut loss_sum = 0.0;
     let mut nll_tokens = 0.0;

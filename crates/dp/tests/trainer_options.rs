@@ -217,6 +217,11 @@ fn evaluation_through_the_prefix_cache_equals_the_plain_evaluation() {
         );
     }
     assert_eq!(cache.cached(), set.len());
+    // A cache of another set, or above the lowest trainable block, is refused.
+    let mut other = PrefixCache::new(2, set.len() + 1);
+    assert!(dpselft_dp::evaluate_cached(&model, &set, 64, Some(&mut other)).is_err());
+    let mut above = PrefixCache::new(3, set.len());
+    assert!(dpselft_dp::evaluate_cached(&model, &set, 64, Some(&mut above)).is_err());
 }
 
 /// A run trained and evaluated with caches lent by an earlier run (a learning-rate sweep) ends
