@@ -304,6 +304,8 @@ pub(crate) fn select_stage(
         clip: t.clip,
         lr: t.lr,
         lr_grid: s.lr_grid.clone(),
+        lr_perturbation: s.lr_perturbation,
+        lr_steps: s.lr_steps_for(plan.total_steps),
         optimizer: t.optimizer,
         max_seq_len: s.max_seq_len,
         max_tokens: t.max_tokens,

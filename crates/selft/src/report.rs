@@ -187,10 +187,16 @@ fn write_selection(s: &mut String, synth: &SynthReport, selection: &Selection) {
     let _ = writeln!(
         s,
         "Scores are −(mean loss) on the synthetic validation split ({} examples), averaged over \
-         {} seed(s) (± their standard deviation); round 0 rows are the chosen set at the other \
-         learning rates of the grid.\n",
-        synth.val_examples, selection.config.seeds
+         {} seed(s) (± their standard deviation); round 0 rows are the chosen set at the \
+         learning rates of the grid, trained under the `{}` perturbation.\n",
+        synth.val_examples, selection.config.seeds, selection.config.lr_perturbation
     );
+    // The final rate's row: a learning-rate trial, or the chosen candidate's own run when the
+    // trials ran as the candidates did and η won.
+    let rate_row = selection
+        .lr_trials
+        .iter()
+        .any(|t| t.round == 0 && t.lr == selection.chosen_lr);
     let _ = writeln!(
         s,
         "| round | set | lr | parameters | radius ρ | S_val score | S_val accuracy |"
@@ -199,9 +205,11 @@ fn write_selection(s: &mut String, synth: &SynthReport, selection: &Selection) {
     for c in selection
         .candidates
         .iter()
-        .chain(selection.lr_trials.iter().skip(1))
+        .chain(selection.lr_trials.iter().filter(|t| t.round == 0))
     {
-        let chosen = c.blocks == selection.chosen && c.lr == selection.chosen_lr;
+        let chosen = c.blocks == selection.chosen
+            && c.lr == selection.chosen_lr
+            && (c.round == 0) == rate_row;
         let mark = if chosen { " **←**" } else { "" };
         let _ = writeln!(
             s,

@@ -96,6 +96,10 @@ pub struct SelectSection {
     /// Multiples of `train.lr` at which the chosen set is trained again on the synthetic data;
     /// the best on S_val is the final run's learning rate (empty: `train.lr` as given).
     pub lr_grid: Vec<f64>,
+    /// The perturbation of those learning-rate trials.
+    pub lr_perturbation: Perturbation,
+    /// Steps of each learning-rate trial, as a fraction of T (like `step_fraction`).
+    pub lr_step_fraction: f64,
     /// Radius scale κ.
     pub kappa: f64,
     /// Runs per candidate.
@@ -112,6 +116,8 @@ impl Default for SelectSection {
             step_fraction: 0.25,
             batch_size: 32,
             lr_grid: vec![0.3, 1.0, 3.0],
+            lr_perturbation: Perturbation::Gaussian,
+            lr_step_fraction: 0.25,
             kappa: 1.0,
             seeds: 1,
             max_seq_len: 64,
@@ -143,8 +149,18 @@ impl SynthSection {
 impl SelectSection {
     /// τ for a final run of `final_steps` steps.
     pub fn steps_for(&self, final_steps: u64) -> u64 {
-        ((self.step_fraction * final_steps as f64).ceil() as u64).max(1)
+        fraction_of(self.step_fraction, final_steps)
     }
+
+    /// The steps of a learning-rate trial for a final run of `final_steps` steps.
+    pub fn lr_steps_for(&self, final_steps: u64) -> u64 {
+        fraction_of(self.lr_step_fraction, final_steps)
+    }
+}
+
+/// ⌈f·T⌉, at least 1.
+fn fraction_of(f: f64, steps: u64) -> u64 {
+    ((f * steps as f64).ceil() as u64).max(1)
 }
 
 /// Stage 3: DP fine-tuning of the chosen blocks and the head.
@@ -210,6 +226,7 @@ impl RunConfig {
             c.synth.scale_to(scale);
             c.select.candidates = Candidates::Greedy(3);
             c.select.step_fraction = 1.0;
+            c.select.lr_step_fraction = 1.0;
             c.select.batch_size = 128;
             c.select.max_seq_len = 128;
             c.train.batch_size = 512;
@@ -261,11 +278,53 @@ impl RunConfig {
                 s.step_fraction
             )));
         }
+        if !(s.lr_step_fraction > 0.0 && s.lr_step_fraction <= 1.0) {
+            return Err(SelftError::Config(format!(
+                "select.lr_step_fraction {} must be in (0, 1]",
+                s.lr_step_fraction
+            )));
+        }
         if let Some(m) = s.lr_grid.iter().find(|m| !(m.is_finite() && **m > 0.0)) {
             return Err(SelftError::Config(format!(
                 "select.lr_grid: {m} is not a multiple > 0 of train.lr"
             )));
         }
         self.synth.synthesizer().validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_fractions_outside_zero_one_are_refused_by_name() {
+        assert!(RunConfig::default().validate().is_ok());
+        for (key, bad) in [
+            ("select.step_fraction", 0.0),
+            ("select.lr_step_fraction", 1.5),
+        ] {
+            let mut c = RunConfig::default();
+            match key {
+                "select.step_fraction" => c.select.step_fraction = bad,
+                _ => c.select.lr_step_fraction = bad,
+            }
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn learning_rate_trials_run_as_long_as_the_candidates_at_both_scales() {
+        for scale in [Scale::Small, Scale::Full] {
+            let s = RunConfig::preset(scale).select;
+            assert_eq!(s.lr_perturbation, Perturbation::Gaussian);
+            for t in [1, 7, 47, 138] {
+                assert_eq!(s.lr_steps_for(t), s.steps_for(t), "{scale:?}, T = {t}");
+            }
+        }
+        // ⌈f·T⌉, at least one step.
+        let s = SelectSection::default();
+        assert_eq!((s.steps_for(47), s.steps_for(1)), (12, 1));
     }
 }

@@ -51,6 +51,9 @@ fn config(perturbation: Perturbation) -> SelectConfig {
         clip: 1.0,
         lr: 0.05,
         lr_grid: Vec::new(),
+        // The trials in the candidates' regime unless a test says otherwise.
+        lr_perturbation: perturbation,
+        lr_steps: 4,
         optimizer: OptimizerKind::default(),
         max_seq_len: 16,
         max_tokens: 128,
@@ -148,6 +151,42 @@ fn the_learning_rate_grid_picks_the_best_rate_for_the_chosen_set() {
     // The radius scales with the learning rate (AdamW: ‖Δw‖ ∝ η).
     let (base, big) = (&sel.lr_trials[0], &sel.lr_trials[2]);
     assert!((big.radius / base.radius - 4.0).abs() < 1e-9);
+}
+
+#[test]
+fn learning_rate_trials_in_their_own_regime_are_that_regimes_candidate_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let mut c = config(Perturbation::WorstCase);
+    c.lr_grid = vec![0.1, 1.0, 4.0];
+    c.lr_perturbation = Perturbation::Gaussian;
+    let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    // η is trained again, in the grid's order, under Gaussian noise (no radius).
+    let lrs: Vec<f64> = sel.lr_trials.iter().map(|t| t.lr).collect();
+    assert_eq!(lrs, vec![c.lr * 0.1, c.lr, c.lr * 4.0]);
+    assert!(
+        sel.lr_trials
+            .iter()
+            .all(|t| t.radius == 0.0 && t.round == 0)
+    );
+    // The trial at η is exactly the Gaussian selection's candidate run of the chosen set.
+    let gaussian = select(&data, &tiny_bert, &config(Perturbation::Gaussian), &mut ()).unwrap();
+    let same = gaussian
+        .candidates
+        .iter()
+        .find(|r| r.blocks == sel.chosen)
+        .expect("windows:2 tries every set");
+    assert_eq!(sel.lr_trials[1].score, same.score);
+    assert_eq!(sel.lr_trials[1].accuracy, same.accuracy);
+    // More steps change the trials, not the candidates.
+    let mut longer = c.clone();
+    longer.lr_steps = 8;
+    let sel8 = select(&data, &tiny_bert, &longer, &mut ()).unwrap();
+    let scores = |s: &dpselft_selft::select::Selection| -> Vec<f64> {
+        s.candidates.iter().map(|r| r.score).collect()
+    };
+    assert_eq!(scores(&sel8), scores(&sel));
+    assert_ne!(sel8.lr_trials[1].score, sel.lr_trials[1].score);
 }
 
 #[test]

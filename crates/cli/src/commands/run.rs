@@ -315,7 +315,8 @@ pub fn select(args: Args) -> anyhow::Result<()> {
         for c in selection
             .candidates
             .iter()
-            .chain(selection.lr_trials.iter().skip(1))
+            // Round 0: the learning-rate trials (the chosen candidate's own run is above).
+            .chain(selection.lr_trials.iter().filter(|t| t.round == 0))
         {
             println!(
                 "  round {}  {:<28} lr {:.1e}  score {:.4} ± {:.4}  acc {}  params {:>9}  ρ {:.3e}",
