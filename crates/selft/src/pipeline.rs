@@ -35,7 +35,9 @@ use crate::select::{SelectConfig, Selection, select};
 use crate::synth::{StageBudget, SynthInputs, SynthReport, synthesize};
 
 pub use crate::resume::resume;
-pub use crate::run_config::{RunConfig, RunSection, Scale, SelectSection, TrainSection};
+pub use crate::run_config::{
+    DEFAULT_TASK, RunConfig, RunSection, Scale, SelectSection, TrainSection,
+};
 
 /// Where the run's models and data are (the CLI resolves asset ids and builds default data).
 #[derive(Debug, Clone)]

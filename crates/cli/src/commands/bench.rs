@@ -127,7 +127,13 @@ pub(super) fn task_run(
     }
     let mut c = match config {
         Some(path) => RunConfig::load(path)?,
-        None => RunConfig::preset(Scale::Small),
+        None => {
+            // The benches' committed size (`bench/synthetic/*.json`): seeded subsets.
+            let mut c = RunConfig::preset(Scale::Small);
+            c.run.train_limit = Some(1500);
+            c.run.test_limit = Some(1000);
+            c
+        }
     };
     if let (None, Some(name)) = (config, synthesizer) {
         c.synth = SynthSection::named(name).map_err(|e| usage(format!("--synthesizer: {e}")))?;

@@ -25,7 +25,8 @@ pub struct Args {
     /// A TOML configuration (sections run, synth, select, train; see a run's config.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Preset: `small` (minutes on 2 cores: data subsets, short stages) or `full` (all data).
+    /// Preset: `small` (minutes on 2 cores: a small synthetic set, short selection stages) or
+    /// `full` (a large synthetic set, candidates trained for all T steps).
     #[arg(long, value_enum)]
     pub scale: Option<ScaleArg>,
     /// Target model: asset id (minilm) or path.
@@ -34,8 +35,8 @@ pub struct Args {
     /// Generator of the synthetic stage: asset id (smollm2) or path.
     #[arg(long)]
     pub generator: Option<String>,
-    /// Private training data (JSONL, CSV, folder) [default: data/brown-genre/train.jsonl,
-    /// built if absent].
+    /// Private training data (JSONL, CSV, folder) [default: data/spam/train.jsonl, built if
+    /// absent].
     #[arg(long, value_name = "FILE")]
     pub train_data: Option<PathBuf>,
     /// Held-out test data, evaluated once at the end.
@@ -206,7 +207,7 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 fn prepare(config: &mut RunConfig, assets: Option<&Path>) -> anyhow::Result<ResolvedPaths> {
     let default = pipeline::RunSection::default();
     if config.run.train_data == default.train_data && !config.run.train_data.exists() {
-        super::data::ensure_task_data(dpselft_data::BenchmarkTask::BrownGenre, assets)?;
+        super::data::ensure_task_data(pipeline::DEFAULT_TASK, assets)?;
     }
     Ok(ResolvedPaths {
         model: resolve_model(&config.run.model, assets)?,

@@ -54,6 +54,7 @@ min_chars = 4
 candidates = "greedy:2"
 step_fraction = 0.3
 batch_size = 8
+lr_grid = [0.3, 1.0, 3.0]
 
 [train]
 batch_size = 32
