@@ -145,9 +145,15 @@ fn the_learning_rate_grid_picks_the_best_rate_for_the_chosen_set() {
     let top = sel
         .lr_trials
         .iter()
-        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .max_by(|a, b| {
+            let key = |t: &dpselft_selft::select::CandidateResult| (t.accuracy.unwrap(), -t.loss);
+            key(a).partial_cmp(&key(b)).unwrap()
+        })
         .unwrap();
-    assert_eq!(sel.chosen_lr, top.lr);
+    assert_eq!(
+        sel.chosen_lr, top.lr,
+        "the higher accuracy, ties to the lower loss"
+    );
     // The radius scales with the learning rate (AdamW: ‖Δw‖ ∝ η).
     let (base, big) = (&sel.lr_trials[0], &sel.lr_trials[2]);
     assert!((big.radius / base.radius - 4.0).abs() < 1e-9);
