@@ -18,11 +18,11 @@
 //! then to fewer parameters. Then the chosen set is trained again at each learning rate of a
 //! small grid (multiples of η) and the best on S_val becomes the final run's learning rate.
 //! The rate is chosen as the baselines choose theirs: the higher S_val accuracy, ties to the
-//! lower loss. These trials have their own perturbation (`lr_perturbation`, `gaussian` by default) and
-//! steps: the worst-case radius grows with η (ρ ∝ η under both optimizers), so a sharpness-aware
-//! trial penalises a large rate for a displacement it does not cause more of than the real noise
-//! does — on spam it chose η = 0.0178 where the final run does best at 0.1 — whereas Gaussian
-//! noise of the final run's scale is that noise itself, at any η.
+//! lower loss. These trials have their own perturbation (`lr_perturbation`, by default
+//! `gaussian`) and steps. Not the worst-case one: its radius grows with η (ρ ∝ η under both
+//! optimizers), so it penalises a large rate beyond what the real noise does to it — on spam
+//! it chose 0.0178 where the final run does best at 0.1 — while Gaussian noise of the final
+//! run's scale is that noise itself, at any η.
 //! The frozen blocks below a candidate run once per synthetic example for the whole stage
 //! ([`dpselft_dp::PrefixCache`] per block boundary).
 
