@@ -28,6 +28,7 @@ use dpselft_dp::{
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::error::{Result, SelftError, io_err};
 use dpselft_selft::pipeline::{self, RunConfig};
+use dpselft_selft::select::rate_key;
 use dpselft_selft::{Perturbation, Progress, Selection};
 use serde::{Deserialize, Serialize};
 
@@ -281,10 +282,10 @@ pub(crate) fn baseline_cell(
     })
 }
 
-/// Higher validation accuracy, then lower validation loss.
+/// Higher validation accuracy, then lower validation loss: the rule dp-selft's selection
+/// uses for its rate too.
 fn better(a: &LrTrial, b: &LrTrial) -> bool {
-    let (x, y) = (a.accuracy.unwrap_or(0.0), b.accuracy.unwrap_or(0.0));
-    x > y || (x == y && a.loss < b.loss)
+    rate_key(a.accuracy, a.loss) > rate_key(b.accuracy, b.loss)
 }
 
 /// One training run of a baseline at one learning rate, through the shared caches.

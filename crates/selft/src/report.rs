@@ -202,11 +202,7 @@ fn write_selection(s: &mut String, synth: &SynthReport, selection: &Selection) {
         "| round | set | lr | parameters | radius ρ | S_val score | S_val accuracy |"
     );
     let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|");
-    for c in selection
-        .candidates
-        .iter()
-        .chain(selection.lr_trials.iter().filter(|t| t.round == 0))
-    {
+    for c in selection.trained() {
         let chosen = c.blocks == selection.chosen
             && c.lr == selection.chosen_lr
             && (c.round == 0) == rate_row;

@@ -313,12 +313,7 @@ pub fn select(args: Args) -> anyhow::Result<()> {
             "chosen: {} at lr {:.2e}",
             selection.chosen_spec, selection.chosen_lr
         );
-        for c in selection
-            .candidates
-            .iter()
-            // Round 0: the learning-rate trials (the chosen candidate's own run is above).
-            .chain(selection.lr_trials.iter().filter(|t| t.round == 0))
-        {
+        for c in selection.trained() {
             println!(
                 "  round {}  {:<28} lr {:.1e}  score {:.4} ± {:.4}  acc {}  params {:>9}  ρ {:.3e}",
                 c.round,

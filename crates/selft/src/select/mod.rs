@@ -262,6 +262,16 @@ pub struct Selection {
     pub wall_s: f64,
 }
 
+impl Selection {
+    /// Every run the stage trained, once each: the candidates, then the learning-rate trials
+    /// (round 0; a trial that is the chosen candidate's own run is listed among the candidates).
+    pub fn trained(&self) -> impl Iterator<Item = &CandidateResult> {
+        self.candidates
+            .iter()
+            .chain(self.lr_trials.iter().filter(|t| t.round == 0))
+    }
+}
+
 /// Makes a fresh copy of the pretrained target model (each candidate starts from it).
 pub type ModelSource<'a> = dyn Fn() -> Result<Model> + 'a;
 
@@ -464,30 +474,40 @@ pub fn candidate_sets(candidates: Candidates, num_blocks: usize) -> Vec<Vec<usiz
 /// Whether `a` beats `b`: higher score (lower S_val loss), then higher accuracy, then fewer
 /// parameters.
 fn better(a: &CandidateResult, b: &CandidateResult) -> bool {
-    let key = |c: &CandidateResult| (c.score, c.accuracy.unwrap_or(0.0), -(c.params as f64));
-    key(a) > key(b)
+    set_key(a) > set_key(b)
 }
 
-/// The learning-rate trial that the baselines' rule picks (bench/methods.toml): the higher
-/// accuracy, ties to the lower loss (for language modelling, which has no accuracy: the lower
-/// loss); the first of equals. Unlike the set's score, the rate's choice is between runs of one
-/// set, where accuracy — the reported metric — is what the rate should maximise.
+fn set_key(c: &CandidateResult) -> (f64, f64, f64) {
+    (c.score, c.accuracy.unwrap_or(0.0), -(c.params as f64))
+}
+
+/// The order in which learning rates are chosen, here and by the utility grid's baselines
+/// (bench/methods.toml): the higher validation accuracy, ties to the lower loss (loss alone for
+/// language modelling, which has no accuracy); a larger key is better. Unlike a set's score,
+/// the rate's choice is between runs of one set, where accuracy — the reported metric — is what
+/// the rate should maximise.
+pub fn rate_key(accuracy: Option<f64>, loss: f64) -> (f64, f64) {
+    (accuracy.unwrap_or(0.0), -loss)
+}
+
+/// The learning-rate trial [`rate_key`] picks; the first of equals.
 fn best_rate(trials: &[CandidateResult]) -> &CandidateResult {
-    let key = |c: &CandidateResult| (c.accuracy.unwrap_or(0.0), -c.loss);
-    let mut top = &trials[0];
-    for t in &trials[1..] {
-        if key(t) > key(top) {
-            top = t;
-        }
-    }
-    top
+    first_max(trials, |t| rate_key(t.accuracy, t.loss))
 }
 
 fn best(results: &[CandidateResult]) -> &CandidateResult {
-    let mut top = &results[0];
-    for r in &results[1..] {
-        if better(r, top) {
-            top = r;
+    first_max(results, set_key)
+}
+
+/// The first of `items` with the largest key (`items` is never empty here).
+fn first_max<K: PartialOrd>(
+    items: &[CandidateResult],
+    key: impl Fn(&CandidateResult) -> K,
+) -> &CandidateResult {
+    let mut top = &items[0];
+    for c in &items[1..] {
+        if key(c) > key(top) {
+            top = c;
         }
     }
     top
