@@ -22,12 +22,13 @@ use std::path::Path;
 use candle_core::Device;
 use dpselft_data::{Dataset, split_held_out};
 use dpselft_dp::{
-    DpTrainer, Duration, EncodedSet, EvalMetrics, OptimizerKind, PrefixCache, PrefixCaches,
-    PrivacyTarget, Start, Task, TrainConfig, TrainData, TrainSummary, TrainerOptions,
+    DpTrainer, Duration, EncodedSet, EvalMetrics, HeadChoice, OptimizerKind, PrefixCache,
+    PrefixCaches, PrivacyTarget, Start, Task, TrainConfig, TrainData, TrainSummary,
+    TrainableParams, TrainerOptions, prepare_model,
 };
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::error::{Result, SelftError, io_err};
-use dpselft_selft::pipeline::{self, RunConfig};
+use dpselft_selft::pipeline::{self, RunConfig, RunMetrics};
 use dpselft_selft::select::rate_key;
 use dpselft_selft::{Perturbation, Progress, Selection};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,8 @@ pub(crate) struct CellOutcome {
     pub sigma: Option<f64>,
     pub lr: f64,
     pub lr_trials: Vec<LrTrial>,
+    /// Seconds of training that earlier attempts of the cell did and this one kept.
+    pub earlier_s: f64,
 }
 
 /// Frozen-prefix caches of the baselines' training, validation and test sets, kept across the
@@ -177,7 +180,14 @@ pub(crate) fn selft_cell(
     config.train.epochs = d.epochs;
     config.train.clip = d.clip;
     config.train.max_seq_len = d.max_seq_len;
-    let m = pipeline::run(&config, &bench.paths, dir, progress)?;
+    let m = match earlier_attempt(dir, &config)? {
+        Earlier::Finished(m) => *m,
+        Earlier::Interrupted => {
+            progress.message("  continuing the interrupted attempt of this cell");
+            pipeline::resume(&bench.paths, dir, progress)?
+        }
+        Earlier::None => pipeline::run(&config, &bench.paths, dir, progress)?,
+    };
     let selection = read_selection(dir)?;
     Ok(CellOutcome {
         test: m
@@ -200,7 +210,39 @@ pub(crate) fn selft_cell(
                 loss: c.loss,
             })
             .collect(),
+        earlier_s: 0.0,
     })
+}
+
+/// What an earlier attempt of a dp-selft cell left in its folder.
+enum Earlier {
+    /// Nothing (or the run of another configuration, now removed).
+    None,
+    /// A run of this configuration, killed before it finished: [`pipeline::resume`] continues it.
+    Interrupted,
+    /// A finished run of this configuration (killed before its result line was written).
+    Finished(Box<RunMetrics>),
+}
+
+fn earlier_attempt(dir: &Path, config: &RunConfig) -> Result<Earlier> {
+    if !dir.exists() {
+        return Ok(Earlier::None);
+    }
+    let same = RunConfig::load(&dir.join("config.toml")).is_ok_and(|c| c == *config);
+    if !same {
+        std::fs::remove_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        return Ok(Earlier::None);
+    }
+    let path = dir.join("metrics.json");
+    if !path.exists() {
+        return Ok(Earlier::Interrupted);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let metrics = serde_json::from_str(&text).map_err(|e| SelftError::Format {
+        path,
+        message: format!("not a run's metrics: {e}"),
+    })?;
+    Ok(Earlier::Finished(Box::new(metrics)))
 }
 
 fn read_selection(dir: &Path) -> Result<Selection> {
@@ -241,12 +283,20 @@ pub(crate) fn baseline_cell(
         },
     };
     let mut trials = Vec::new();
-    let mut best: Option<(usize, Model, TrainSummary)> = None;
+    let mut earlier_s = 0.0;
+    let mut best: Option<(usize, TrainSummary)> = None;
     for &lr in &d.lr_grid {
         progress.message(&format!("  {} at lr {lr:.2e}", cell.method));
         let config = baseline_config(d, trainable.clone(), lr, privacy, cell.seed);
-        let run_dir = dir.join(format!("lr-{lr:.2e}"));
-        let (model, summary) = train_once(bench, config, &fit, &val, &run_dir, caches, progress)?;
+        let run_dir = dir.join(lr_folder(lr));
+        let summary = match finished_trial(&run_dir, &config)? {
+            Some(summary) => {
+                progress.message("    finished in an earlier attempt: kept");
+                earlier_s += summary.wall_s;
+                summary
+            }
+            None => train_once(bench, config, &fit, &val, &run_dir, caches, progress)?,
+        };
         let v = summary
             .eval
             .clone()
@@ -259,13 +309,15 @@ pub(crate) fn baseline_cell(
         let i = trials.len() - 1;
         if best
             .as_ref()
-            .is_none_or(|(b, _, _)| better(&trials[i], &trials[*b]))
+            .is_none_or(|(b, _)| better(&trials[i], &trials[*b]))
         {
-            best = Some((i, model, summary));
+            best = Some((i, summary));
         }
     }
-    let (i, model, summary) =
+    let (i, summary) =
         best.ok_or_else(|| SelftError::Config("the learning-rate grid is empty".into()))?;
+    let config = baseline_config(d, trainable.clone(), trials[i].lr, privacy, cell.seed);
+    let model = trained_model(bench, &config, &fit, &dir.join(lr_folder(trials[i].lr)))?;
     let test_set = EncodedSet::new(&model, &test, Task::Classify, d.max_seq_len)?;
     let test_metrics = caches.evaluate_test(&model, &test_set)?;
     Ok(CellOutcome {
@@ -279,7 +331,42 @@ pub(crate) fn baseline_cell(
         sigma: summary.epsilon.map(|_| summary.plan.noise_multiplier),
         lr: trials[i].lr,
         lr_trials: trials,
+        earlier_s,
     })
+}
+
+/// The folder of one learning-rate run inside its cell's folder.
+fn lr_folder(lr: f64) -> String {
+    format!("lr-{lr:.2e}")
+}
+
+/// What a learning-rate run's folder holds besides the trainer's files: the configuration it
+/// runs (written first) and, once it has finished, its trained parameters (written last).
+const RUN_CONFIG: &str = "config.json";
+const TRAINED: &str = "trained.safetensors";
+
+/// The summary of the learning-rate run in `run_dir` if an earlier attempt of the cell finished
+/// it with this very configuration. A folder left with another configuration, or finished but
+/// killed before its parameters were saved (nothing of it was used), is removed; one that was
+/// interrupted mid-run is left for [`train_once`] to resume from its checkpoint.
+fn finished_trial(run_dir: &Path, config: &TrainConfig) -> Result<Option<TrainSummary>> {
+    if !run_dir.exists() {
+        return Ok(None);
+    }
+    let path = run_dir.join(RUN_CONFIG);
+    let same = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
+        .is_some_and(|c| c == *config);
+    let finished = dpselft_dp::finished_summary(run_dir);
+    match (same, finished, run_dir.join(TRAINED).exists()) {
+        (true, Some(summary), true) => Ok(Some(summary)),
+        (true, None, _) => Ok(None),
+        _ => {
+            std::fs::remove_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
+            Ok(None)
+        }
+    }
 }
 
 /// Higher validation accuracy, then lower validation loss: the rule dp-selft's selection
@@ -288,7 +375,9 @@ fn better(a: &LrTrial, b: &LrTrial) -> bool {
     rate_key(a.accuracy, a.loss) > rate_key(b.accuracy, b.loss)
 }
 
-/// One training run of a baseline at one learning rate, through the shared caches.
+/// One training run of a baseline at one learning rate, through the shared caches: a new run,
+/// or the continuation of an interrupted attempt's (from its checkpoint; before the first one,
+/// from step 0 with the lost steps still counted). Its trained parameters are saved last.
 fn train_once(
     bench: &UtilityBench,
     config: TrainConfig,
@@ -297,7 +386,18 @@ fn train_once(
     run_dir: &Path,
     caches: &mut SharedCaches,
     progress: &mut dyn Progress,
-) -> Result<(Model, TrainSummary)> {
+) -> Result<TrainSummary> {
+    let start = if run_dir.exists() {
+        Start::Resume
+    } else {
+        Start::Fresh
+    };
+    std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
+    let config_path = run_dir.join(RUN_CONFIG);
+    let text = serde_json::to_string_pretty(&config)
+        .map_err(|e| SelftError::Config(format!("serialising the run's configuration: {e}")))?;
+    dpselft_fsio::write_bytes_atomic(&config_path, text.as_bytes())
+        .map_err(|e| io_err(&config_path, e))?;
     let model = Model::load(&bench.paths.model, &Device::Cpu)?;
     // Frozen blocks below the trainable ones run once per example (last-k, random-k, head).
     let options = TrainerOptions {
@@ -310,12 +410,35 @@ fn train_once(
         TrainData::Dataset(fit),
         Some(val),
         run_dir,
-        Start::Fresh,
+        start,
         &options,
     )?;
     caches.lend(&mut trainer, progress)?;
     let summary = trainer.run(progress)?;
-    Ok((trainer.into_model(), summary))
+    dpselft_dp::save_trained(&run_dir.join(TRAINED), trainer.params())?;
+    Ok(summary)
+}
+
+/// The model a finished learning-rate run trained: the base model set up as the run set it up
+/// ([`prepare_model`]), with the run's saved parameters.
+fn trained_model(
+    bench: &UtilityBench,
+    config: &TrainConfig,
+    fit: &Dataset,
+    run_dir: &Path,
+) -> Result<Model> {
+    let mut model = Model::load(&bench.paths.model, &Device::Cpu)?;
+    let head = HeadChoice::New(fit.labels.clone());
+    prepare_model(
+        &mut model,
+        config.task,
+        head,
+        &config.trainable,
+        config.init_seed,
+    )?;
+    let params = TrainableParams::of(&model)?;
+    dpselft_dp::load_trained(&run_dir.join(TRAINED), &params)?;
+    Ok(model)
 }
 
 /// The trainable set of a baseline: its own, or `random_k` blocks drawn with the cell's seed.
@@ -359,7 +482,8 @@ fn baseline_config(
         max_seq_len: d.max_seq_len,
         eval_every: None,
         log_every: 1,
-        checkpoints: dpselft_dp::Checkpoints::Off,
+        // A long cell continues after an interruption from its runs' checkpoints.
+        checkpoints: dpselft_dp::Checkpoints::Auto,
         seed: Some(seed),
         init_seed: 0,
         log_private_metrics: false,

@@ -2,8 +2,13 @@
 //! data subsets, with per-method hyperparameters fixed in a committed file (`bench/methods.toml`).
 //!
 //! A grid of (method, ε, seed) cells; each cell is one run in `OUT/runs/<cell>/` and one line in
-//! `OUT/results.jsonl`. A cell already in `results.jsonl` is not run again (the grid resumes);
-//! a cell folder left by an interrupted run is removed and the cell rerun. `table.md` and
+//! `OUT/results.jsonl`. A cell already in `results.jsonl` is not run again (the grid resumes).
+//! A cell interrupted midway continues: a baseline keeps its finished learning-rate runs and
+//! resumes the interrupted one from its checkpoint, a dp-selft cell resumes its pipeline
+//! ([`dpselft_selft::pipeline::resume`]); a folder left with another configuration is removed.
+//! So a cell longer than a session still finishes, over several. Its `wall_s` counts the last
+//! attempt and a baseline's learning-rate runs finished before it (not the part of an
+//! interrupted run before its checkpoint, nor a dp-selft cell's earlier stages). `table.md` and
 //! `chart.svg` ([`crate::table`]) are rewritten after every cell.
 
 use std::path::PathBuf;
@@ -273,11 +278,9 @@ fn run_cell(
     caches: &mut SharedCaches,
     progress: &mut dyn Progress,
 ) -> Result<CellResult> {
+    // An interrupted cell's folder is continued where its configuration is the same (see
+    // `selft_cell` and `baseline_cell`).
     let dir = bench.out.join("runs").join(cell_name(cell));
-    if dir.exists() {
-        // An interrupted cell: its partial run is discarded and the cell starts again.
-        std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    }
     let settings = bench.methods_file.settings(&cell.method)?;
     let started = Instant::now();
     let o = match cell.method.kind() {
@@ -291,7 +294,7 @@ fn run_cell(
         trainable_params: o.trainable_params,
         epsilon_spent: o.epsilon_spent,
         trainable: Some(o.trainable),
-        wall_s: started.elapsed().as_secs_f64(),
+        wall_s: started.elapsed().as_secs_f64() + o.earlier_s,
         train_examples: Some(o.train_examples),
         validation_examples: o.validation_examples,
         test_examples: Some(o.test.examples),

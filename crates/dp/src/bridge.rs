@@ -17,7 +17,7 @@
 //! whatever the model left there; a record over one position per example (the pooled input of a
 //! classification head) has no padding (`Padding::GradIsZero`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Tensor, Var};
 use dpselft_model::{Model, Record, RecordKind};
@@ -67,6 +67,34 @@ impl TrainableParams {
     /// The total number of trainable scalars.
     pub fn num_scalars(&self) -> usize {
         self.vars.iter().map(|v| v.as_tensor().elem_count()).sum()
+    }
+
+    /// The current values by name (detached): what a checkpoint or a finished run saves.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.names
+            .iter()
+            .zip(&self.vars)
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect()
+    }
+
+    /// Sets every variable from `saved` by name. Errors, naming `what` was loaded, if one is
+    /// missing or has another shape (a checkpoint or a saved run of another trainable set).
+    pub fn restore(&self, saved: &HashMap<String, Tensor>, what: &str) -> Result<()> {
+        for (name, var) in self.names.iter().zip(&self.vars) {
+            let t = saved.get(name).ok_or_else(|| {
+                DpError::State(format!("{what} lacks trainable parameter `{name}`"))
+            })?;
+            if t.dims() != var.dims() {
+                return Err(DpError::State(format!(
+                    "{what}: parameter `{name}` has shape {:?}, the model {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        Ok(())
     }
 
     /// Whether a parameter is exempt from weight decay (biases and norm weights, the usual

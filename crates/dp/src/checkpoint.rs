@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::bridge::TrainableParams;
 use crate::error::{DpError, Result, io_err};
 use crate::optim::{OptimizerCheckpoint, OptimizerMeta};
 use crate::rng::NoiseRngState;
@@ -124,6 +125,30 @@ pub fn load_checkpoint(run_dir: &Path, device: &Device) -> Result<Checkpoint> {
         params,
         optimizer_tensors,
     })
+}
+
+/// Saves the trained values of `params` at `path`: a finished run's output (no optimizer or RNG
+/// state, so nothing secret), for a sweep that picks among its runs after an interruption. The
+/// file is written beside `path` and renamed onto it, so it is whole or absent.
+pub fn save_trained(path: &Path, params: &TrainableParams) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".tmp-{name}"));
+    candle_core::safetensors::save(&params.tensors(), &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Sets `params` to the values [`save_trained`] wrote at `path` (same names and shapes).
+pub fn load_trained(path: &Path, params: &TrainableParams) -> Result<()> {
+    let device = params
+        .vars
+        .first()
+        .map(|v| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    let saved = candle_core::safetensors::load(path, &device)?;
+    params.restore(&saved, &path.display().to_string())
 }
 
 /// Removes a run's checkpoints (at the end of a run: they hold the noise key).

@@ -46,6 +46,7 @@ mod trainer_setup;
 
 pub use audit::{AuditConfig, AuditReport, Canaries};
 pub use bridge::{ParamGroups, TrainableParams, clip_groups, group_records};
+pub use checkpoint::{load_trained, save_trained};
 pub use clip::{ClipOutput, ClippedSumAccumulator, Clipping, clip_and_sum, per_example_norms};
 pub use config::{AUTO_CHECKPOINTS, Checkpoints, Duration, PrivacyTarget, TrainConfig};
 pub use displacement::NoiseStep;

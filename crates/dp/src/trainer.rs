@@ -21,11 +21,9 @@
 //! What the run folder holds: `ledger.json` (private runs), `metrics.jsonl`, `summary.json` and,
 //! while the run is in progress, `checkpoint/`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Tensor;
 use dpselft_data::Dataset;
 use dpselft_model::Model;
 use dpselft_privacy::Spent;
@@ -248,7 +246,7 @@ impl DpTrainer {
     fn resume(&mut self) -> Result<()> {
         let ckpt = load_checkpoint(&self.run_dir, &self.model.device)?;
         self.check_checkpoint_plan(&ckpt.state)?;
-        self.restore_params(&ckpt.params)?;
+        self.params.restore(&ckpt.params, "checkpoint")?;
         let s = &ckpt.state;
         let opt = OptimizerCheckpoint {
             meta: s.optimizer.clone(),
@@ -287,23 +285,6 @@ impl DpTrainer {
                 self.plan.sampling_rate,
                 self.plan.total_steps
             )));
-        }
-        Ok(())
-    }
-
-    fn restore_params(&self, saved: &HashMap<String, Tensor>) -> Result<()> {
-        for (name, var) in self.params.names.iter().zip(&self.params.vars) {
-            let t = saved.get(name).ok_or_else(|| {
-                DpError::State(format!("checkpoint lacks trainable parameter `{name}`"))
-            })?;
-            if t.dims() != var.dims() {
-                return Err(DpError::State(format!(
-                    "checkpoint parameter `{name}` has shape {:?}, the model {:?}",
-                    t.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(&t.to_dtype(var.dtype())?)?;
         }
         Ok(())
     }
@@ -553,13 +534,7 @@ impl DpTrainer {
     }
 
     fn save_checkpoint(&self) -> Result<()> {
-        let params: HashMap<String, Tensor> = self
-            .params
-            .names
-            .iter()
-            .zip(&self.params.vars)
-            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-            .collect();
+        let params = self.params.tensors();
         let opt = self.optimizer.checkpoint();
         let state = CheckpointState {
             step: self.step,
