@@ -237,20 +237,20 @@ fn earlier_attempt(dir: &Path, config: &RunConfig) -> Result<Earlier> {
     if !path.exists() {
         return Ok(Earlier::Interrupted);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    let metrics = serde_json::from_str(&text).map_err(|e| SelftError::Format {
-        path,
-        message: format!("not a run's metrics: {e}"),
-    })?;
+    let metrics = read_json(&path, "run's metrics")?;
     Ok(Earlier::Finished(Box::new(metrics)))
 }
 
 fn read_selection(dir: &Path) -> Result<Selection> {
-    let path = dir.join("selection.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    read_json(&dir.join("selection.json"), "selection")
+}
+
+/// A JSON file of the run folder; `what` names it in the error.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
     serde_json::from_str(&text).map_err(|e| SelftError::Format {
-        path,
-        message: format!("not a selection: {e}"),
+        path: path.to_path_buf(),
+        message: format!("not a {what}: {e}"),
     })
 }
 
@@ -393,11 +393,9 @@ fn train_once(
         Start::Fresh
     };
     std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
-    let config_path = run_dir.join(RUN_CONFIG);
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| SelftError::Config(format!("serialising the run's configuration: {e}")))?;
-    dpselft_fsio::write_bytes_atomic(&config_path, text.as_bytes())
-        .map_err(|e| io_err(&config_path, e))?;
+    crate::write_text(&run_dir.join(RUN_CONFIG), &text)?;
     let model = Model::load(&bench.paths.model, &Device::Cpu)?;
     // Frozen blocks below the trainable ones run once per example (last-k, random-k, head).
     let options = TrainerOptions {
