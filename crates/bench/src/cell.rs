@@ -163,6 +163,7 @@ pub(crate) fn selft_cell(
     config.run.train_data = bench.train_data.clone();
     config.run.test_data = Some(bench.test_data.clone());
     config.run.data_kind = bench.data_kind.clone();
+    config.run.label_descriptions = bench.label_descriptions.clone();
     config.run.epsilon = cell.epsilon.unwrap_or(f64::INFINITY);
     config.run.delta = d.delta;
     config.run.seed = Some(cell.seed);

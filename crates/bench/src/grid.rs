@@ -37,6 +37,8 @@ pub struct UtilityBench {
     pub test_data: PathBuf,
     /// What one example is (the synthetic stage's prompts).
     pub data_kind: String,
+    /// What each label means (the synthetic stage's prompts).
+    pub label_descriptions: std::collections::BTreeMap<String, String>,
     /// Target model and generator paths.
     pub paths: ResolvedPaths,
     /// Target model and generator names (for the configs).

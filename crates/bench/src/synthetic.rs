@@ -9,6 +9,7 @@
 //!
 //! The test split is only scored here, never used for a decision: this bench reports.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -76,6 +77,10 @@ pub struct SyntheticReport {
     /// before the prompts said it, which used "text").
     #[serde(default)]
     pub data_kind: Option<String>,
+    /// What each label means, as the prompts said it (`run.label_descriptions`; absent where
+    /// the prompts named the label only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_descriptions: BTreeMap<String, String>,
     /// Synthetic examples the probe was trained on (S_train ∪ S_val).
     pub synthetic_examples: usize,
     /// The probe trained on S, scored on the real test split.
@@ -151,6 +156,7 @@ pub fn run_synthetic_bench(
         task: bench.task.clone(),
         synthesizer: bench.config.synth.synthesizer().name().to_string(),
         data_kind: Some(bench.config.run.data_kind.clone()),
+        label_descriptions: bench.config.run.label_descriptions.clone(),
         synthetic_examples: pooled.len(),
         synthetic_to_real_accuracy: on_synthetic,
         real_probe_accuracy: on_real,

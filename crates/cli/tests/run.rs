@@ -395,3 +395,27 @@ fn a_one_label_training_set_fails_before_anything_is_spent() {
     );
     assert!(!out.join("ledger.json").exists(), "privacy was spent");
 }
+
+#[test]
+fn a_description_of_an_unknown_label_fails_before_anything_is_spent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let config = tmp.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let described = text.replace(
+        "[synth]",
+        "[run.label_descriptions]\nplant = \"from a book about plants\"\n\n[synth]",
+    );
+    std::fs::write(&config, described).unwrap();
+    let out = tmp.path().join("run");
+    let failed = run_into(&args, &out);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains("label_descriptions")
+            && stderr.contains("\"plant\"")
+            && stderr.contains("train.jsonl"),
+        "{stderr}"
+    );
+    assert!(!out.join("ledger.json").exists(), "privacy was spent");
+}

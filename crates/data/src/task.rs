@@ -35,6 +35,69 @@ impl BenchmarkTask {
         }
     }
 
+    /// A public description of each label, as `(label, phrase)`: the synthetic stage's prompts
+    /// say it after the kind of example (`{description}`), because a generator that reads only
+    /// a bare name writes off task (a "ham" email became a recipe). They paraphrase the corpora's
+    /// own documentation (the Brown Corpus manual's genre list; SpamAssassin's ham/spam), never
+    /// the private examples.
+    pub fn label_descriptions(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            BenchmarkTask::BrownGenre => &[
+                ("adventure", "from an adventure story or a western"),
+                (
+                    "belles_lettres",
+                    "of belles lettres: from a biography, a memoir or an essay",
+                ),
+                (
+                    "editorial",
+                    "from a newspaper editorial, column or letter to the editor",
+                ),
+                ("fiction", "from a general novel or short story"),
+                (
+                    "government",
+                    "from a government document, a foundation or industry report, or a college catalog",
+                ),
+                (
+                    "hobbies",
+                    "from a book or magazine article about a skill, a trade or a hobby",
+                ),
+                ("humor", "from a humorous story or essay"),
+                (
+                    "learned",
+                    "from a learned article in the sciences, medicine, engineering or the humanities",
+                ),
+                (
+                    "lore",
+                    "of popular lore: popular non-fiction about history, science, society or health",
+                ),
+                ("mystery", "from a mystery or detective story"),
+                ("news", "from a newspaper's news report"),
+                (
+                    "religion",
+                    "from a book, periodical or tract about religion",
+                ),
+                (
+                    "reviews",
+                    "from a newspaper review of a book, a play, a concert or a film",
+                ),
+                ("romance", "from a romance or love story"),
+                ("science_fiction", "from a science-fiction story"),
+            ],
+            BenchmarkTask::Spam => &[
+                (
+                    "ham",
+                    "that is not spam: an ordinary email a person wants, such as a message between \
+                     colleagues or friends or a post to a mailing list, with a subject line",
+                ),
+                (
+                    "spam",
+                    "that is spam: an unsolicited bulk email advertising a product, a service, a \
+                     loan or a money-making offer, with a subject line",
+                ),
+            ],
+        }
+    }
+
     /// The corpus folder's name inside the assets folder: `brown`, `spamassassin`.
     pub fn corpus_dir_name(self) -> &'static str {
         match self {

@@ -139,3 +139,19 @@ fn spam_counts() {
     ));
     check_round_trip(splits);
 }
+
+/// Every label of each task has exactly one public description, and nothing else does: a
+/// description of a label the task lacks would be refused by the run's input check.
+#[test]
+fn label_descriptions_cover_each_tasks_labels() {
+    let assets = assets_dir();
+    for task in BenchmarkTask::ALL {
+        let built = task.build(&assets).unwrap();
+        let described: Vec<&str> = task.label_descriptions().iter().map(|(l, _)| *l).collect();
+        let labels: Vec<&str> = built.splits.labels().iter().map(String::as_str).collect();
+        assert_eq!(described, labels, "{task}");
+        for (label, phrase) in task.label_descriptions() {
+            assert!(!phrase.trim().is_empty(), "{task} {label}");
+        }
+    }
+}

@@ -32,11 +32,11 @@ use crate::Progress;
 use crate::data::{PrivateData, SyntheticData};
 use crate::error::{Result, SelftError, io_err};
 use crate::select::{SelectConfig, Selection, select};
-use crate::synth::{StageBudget, SynthInputs, SynthReport, synthesize};
+use crate::synth::{PromptWords, StageBudget, SynthInputs, SynthReport, synthesize};
 
 pub use crate::resume::resume;
 pub use crate::run_config::{
-    DEFAULT_TASK, RunConfig, RunSection, Scale, SelectSection, TrainSection,
+    DEFAULT_TASK, RunConfig, RunSection, Scale, SelectSection, TrainSection, descriptions_of,
 };
 
 /// Where the run's models and data are (the CLI resolves asset ids and builds default data).
@@ -194,6 +194,7 @@ pub(crate) fn check_inputs(
     let private = load_private(r)?;
     if r.task == Task::Classify {
         dpselft_data::check_two_labels(private.dataset(), &r.train_data)?;
+        check_label_descriptions(r, private.labels())?;
     }
     if let (Some(test), Some(path)) = (load_test(r, private.labels())?, &r.test_data) {
         let o = dpselft_data::check_eval_overlap(private.dataset(), &r.train_data, &test, path)?;
@@ -215,6 +216,27 @@ pub(crate) fn check_inputs(
     })
 }
 
+/// Every key of `run.label_descriptions` is a label of the training split (a typo would
+/// otherwise silently leave its label undescribed), and no description is blank.
+fn check_label_descriptions(r: &RunSection, labels: &[String]) -> Result<()> {
+    for (label, phrase) in &r.label_descriptions {
+        if !labels.contains(label) {
+            return Err(SelftError::Config(format!(
+                "run.label_descriptions names the label {label:?}, which {} does not have \
+                 (its labels: {})",
+                r.train_data.display(),
+                labels.join(", ")
+            )));
+        }
+        if phrase.trim().is_empty() {
+            return Err(SelftError::Config(format!(
+                "run.label_descriptions: the description of {label:?} is blank"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the synthetic stage against the run folder's existing ledger and writes `synthetic/`
 /// and `synth.json`.
 pub(crate) fn synthesize_into(
@@ -232,7 +254,10 @@ pub(crate) fn synthesize_into(
             generator: inputs.generator,
             target: &inputs.target,
             generator_name: &r.generator,
-            data_kind: &r.data_kind,
+            words: PromptWords {
+                kind: &r.data_kind,
+                descriptions: &r.label_descriptions,
+            },
             task: r.task,
             ledger: &out.join("ledger.json"),
             work_dir: &out.join("synth"),

@@ -1,6 +1,7 @@
 //! A run's configuration (`config.toml`): the run as a whole and one section per stage, the
 //! preset scales, and the checks the stages do not make themselves.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dpselft_dp::{OptimizerKind, PrivacyTarget, Task};
@@ -39,6 +40,13 @@ pub struct RunSection {
     /// What one example of the data is, in a few public words ("email message"): the synthetic
     /// stage's prompts say it (`{kind}`). The default describes the default data (brown-genre).
     pub data_kind: String,
+    /// A public description of each label (label → phrase following the kind in the synthetic
+    /// stage's prompts, `{description}`: "that is spam: an unsolicited bulk email ..."). A label
+    /// without one is named as `of the category "<label>"`; a key that is not a label of the
+    /// training data is an error. None by default; `dpselft run` on its default data (and the
+    /// benches on theirs) uses the task's own ([`descriptions_of`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_descriptions: BTreeMap<String, String>,
     /// The held-out test split (never used for any decision; evaluated once at the end).
     pub test_data: Option<PathBuf>,
     /// Target ε of the whole run.
@@ -75,6 +83,7 @@ impl Default for RunSection {
             train_data: split("train.jsonl"),
             test_data: Some(split("test.jsonl")),
             data_kind: DEFAULT_TASK.data_kind().into(),
+            label_descriptions: BTreeMap::new(),
             epsilon: 3.0,
             delta: 1e-5,
             synth_fraction: 0.2,
@@ -85,6 +94,14 @@ impl Default for RunSection {
             allow_large_delta: false,
         }
     }
+}
+
+/// A benchmark task's public label descriptions, as `run.label_descriptions` holds them.
+pub fn descriptions_of(task: dpselft_data::BenchmarkTask) -> BTreeMap<String, String> {
+    task.label_descriptions()
+        .iter()
+        .map(|&(label, phrase)| (label.to_string(), phrase.to_string()))
+        .collect()
 }
 
 /// Stage 2's own settings (the rest comes from stage 3).

@@ -307,15 +307,42 @@ fn filtering_drops_short_and_duplicate_texts() {
     assert_eq!(kept[0].1, "a fine long text");
     assert_eq!(kept.len(), 2);
     assert_eq!(
-        label_prompt("{label}\n", "text", "science_fiction"),
+        label_prompt("{label}\n", "text", "science_fiction", None),
         "science fiction\n"
     );
-    assert!(
+    // Without a description the default prompt is the one of earlier runs, byte for byte.
+    assert_eq!(
         label_prompt(
             dpselft_selft::synth::DEFAULT_PROMPT,
             "email",
-            "science_fiction"
-        )
-        .contains("a short email of the category \"science fiction\".<|im_end|>")
+            "science_fiction",
+            None
+        ),
+        "<|im_start|>user\nWrite a short email of the category \"science fiction\".<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    assert_eq!(
+        label_prompt(
+            dpselft_selft::synth::DEFAULT_PROMPT,
+            "email message",
+            "spam",
+            Some("that is spam: an unsolicited bulk email")
+        ),
+        "<|im_start|>user\nWrite a short email message that is spam: an unsolicited bulk \
+         email.<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // The run's words: a described label gets its phrase, another its name.
+    let descriptions = [("spam".to_string(), "that is spam".to_string())].into();
+    let words = dpselft_selft::synth::PromptWords {
+        kind: "email",
+        descriptions: &descriptions,
+    };
+    assert_eq!(
+        words.fill("{kind} {description}", "spam"),
+        "email that is spam"
+    );
+    assert_eq!(
+        words.fill("{kind} {description}", "ham"),
+        "email of the category \"ham\""
     );
 }

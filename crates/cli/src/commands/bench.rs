@@ -142,6 +142,7 @@ pub(super) fn task_run(
     c.run.train_data = train_data;
     c.run.test_data = Some(test_data);
     c.run.data_kind = task.data_kind().into();
+    c.run.label_descriptions = dpselft_selft::pipeline::descriptions_of(task);
     c.run.epsilon = epsilon;
     c.run.seed = Some(seed);
     c.validate().map_err(|e| usage(e.to_string()))?;

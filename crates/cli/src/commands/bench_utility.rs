@@ -108,6 +108,7 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
         train_data,
         test_data,
         data_kind: task.data_kind().into(),
+        label_descriptions: dpselft_selft::pipeline::descriptions_of(task),
         paths,
         model_name: args.model.clone(),
         generator_name: args.generator.clone(),

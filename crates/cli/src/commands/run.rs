@@ -206,8 +206,14 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 /// models' paths.
 fn prepare(config: &mut RunConfig, assets: Option<&Path>) -> anyhow::Result<ResolvedPaths> {
     let default = pipeline::RunSection::default();
-    if config.run.train_data == default.train_data && !config.run.train_data.exists() {
-        super::data::ensure_task_data(pipeline::DEFAULT_TASK, assets)?;
+    if config.run.train_data == default.train_data {
+        if !config.run.train_data.exists() {
+            super::data::ensure_task_data(pipeline::DEFAULT_TASK, assets)?;
+        }
+        // The default data's labels are public and described (the synthetic prompts say them).
+        if config.run.label_descriptions.is_empty() {
+            config.run.label_descriptions = pipeline::descriptions_of(pipeline::DEFAULT_TASK);
+        }
     }
     Ok(ResolvedPaths {
         model: resolve_model(&config.run.model, assets)?,

@@ -138,6 +138,7 @@ pub fn grid_bench(root: &Path, methods: &[&str], epsilons: &[f64]) -> UtilityBen
         train_data: root.join("train.jsonl"),
         test_data: root.join("test.jsonl"),
         data_kind: "text".into(),
+        label_descriptions: Default::default(),
         paths: ResolvedPaths {
             model: root.join("target"),
             generator: root.join("generator"),

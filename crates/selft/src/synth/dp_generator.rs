@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sampling::{Sampling, generate_texts};
 use super::{
-    Provenance, StageBudget, SynthInputs, SynthReport, Synthesizer, apportion, finish,
-    label_prompt, noisy_histogram,
+    PromptWords, Provenance, StageBudget, SynthInputs, SynthReport, Synthesizer, apportion, finish,
+    noisy_histogram,
 };
 use crate::Progress;
 use crate::data::{PrivateData, SyntheticData};
@@ -50,7 +50,8 @@ pub struct GeneratorConfig {
     pub clip: f64,
     /// Peak learning rate of the generator's training (AdamW).
     pub lr: f64,
-    /// The prompt of each label, with `{label}` for its name (see [`super::DEFAULT_PROMPT`]);
+    /// The prompt of each label, with `{label}` for its name or `{description}` for its public
+    /// description (see [`super::DEFAULT_PROMPT`]);
     /// the generator is trained and sampled with it.
     pub prompt: String,
     /// Tokens per training example (prompt + text).
@@ -125,9 +126,9 @@ impl GeneratorConfig {
                 return bad(format!("{name} {v} must be in (0, 1)"));
             }
         }
-        if !self.prompt.contains("{label}") {
+        if !super::names_label(&self.prompt) {
             return bad(format!(
-                "prompt {:?} must contain {{label}} (where the label's name goes)",
+                "prompt {:?} must contain {{label}} or {{description}} (where the label goes)",
                 self.prompt
             ));
         }
@@ -189,7 +190,7 @@ fn run(
     // 2. The generator's DP fine-tuning.
     progress.message("synth: DP fine-tuning the generator");
     let started = Instant::now();
-    let (ledger, generator_name, kind) = (inputs.ledger, inputs.generator_name, inputs.data_kind);
+    let (ledger, generator_name, words) = (inputs.ledger, inputs.generator_name, inputs.words);
     let (generator, plan) = train_generator(config, data, labelled, inputs, budget, progress)?;
     let train_s = started.elapsed().as_secs_f64();
 
@@ -199,7 +200,7 @@ fn run(
     let mut sample_seed = root_rng.split();
     let texts = sample_texts(
         &generator,
-        (kind, &label_names),
+        (words, &label_names),
         &per_label,
         config,
         &mut sample_seed,
@@ -280,7 +281,7 @@ fn train_generator(
         .iter()
         .map(|e| {
             let prompt = match data.label_name(e) {
-                Some(l) if labelled => label_prompt(&config.prompt, inputs.data_kind, l),
+                Some(l) if labelled => inputs.words.fill(&config.prompt, l),
                 _ => String::new(),
             };
             (prompt, e.text.clone())
@@ -332,11 +333,11 @@ fn train_generator(
     Ok((trainer.into_model(), plan))
 }
 
-/// Step 3: samples `per_label[l]` texts for each label (prompts saying `kind`) (one text for an LM task's empty prompt
-/// per count), in batches. Returns (label index or None, text).
+/// Step 3: samples `per_label[l]` texts for each label (prompts filled with `words`; one text
+/// for an LM task's empty prompt per count), in batches. Returns (label index or None, text).
 fn sample_texts(
     generator: &Model,
-    (kind, labels): (&str, &[String]),
+    (words, labels): (PromptWords<'_>, &[String]),
     per_label: &[usize],
     config: &GeneratorConfig,
     rng: &mut NoiseRng,
@@ -345,7 +346,7 @@ fn sample_texts(
     let mut prompts: Vec<(Option<usize>, String)> = Vec::new();
     for (l, &n) in per_label.iter().enumerate() {
         let prompt = match labels.get(l) {
-            Some(name) => (Some(l), label_prompt(&config.prompt, kind, name)),
+            Some(name) => (Some(l), words.fill(&config.prompt, name)),
             None => (None, String::new()),
         };
         prompts.extend(std::iter::repeat_n(prompt, n));

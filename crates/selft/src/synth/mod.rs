@@ -19,7 +19,7 @@ pub mod embed;
 pub mod private_evolution;
 pub mod sampling;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use dpselft_data::{Dataset, Example};
@@ -216,8 +216,8 @@ pub struct SynthInputs<'a> {
     /// The run's ledger (created by the caller with the run's δ); the stage's mechanisms are
     /// appended to it.
     pub ledger: &'a Path,
-    /// What one example is, for the prompts (public; `run.data_kind`).
-    pub data_kind: &'a str,
+    /// What one example is and what each label means, for the prompts (public).
+    pub words: PromptWords<'a>,
     /// A folder for the synthesizer's own files (e.g. training metrics).
     pub work_dir: &'a Path,
     /// A seed for reproducible experiments (noise included; the ledger says so). `None`: the OS.
@@ -252,16 +252,49 @@ pub fn synthesize(
 
 /// The default prompt template: an instruction in the ChatML format of instruct models such as
 /// SmolLM2-Instruct (a bare `"<label>\n"` makes them continue as a chat model, off task).
-/// `{kind}` is what one example is (`run.data_kind`, e.g. "email message"), `{label}` its class.
-pub const DEFAULT_PROMPT: &str = "<|im_start|>user\nWrite a short {kind} of the category \"{label}\".<|im_end|>\n<|im_start|>assistant\n";
+/// `{kind}` is what one example is (`run.data_kind`, e.g. "email message"), `{description}` the
+/// label's public description (`run.label_descriptions`; `of the category "<label>"` if none),
+/// `{label}` its name.
+pub const DEFAULT_PROMPT: &str =
+    "<|im_start|>user\nWrite a short {kind} {description}.<|im_end|>\n<|im_start|>assistant\n";
 
-/// The prompt of a label: `template` with `{kind}` replaced by `kind` and `{label}` by the label's
-/// name (`_` as spaces). Both are public (the kind of data and its classes), so the prompt
-/// reveals nothing private.
-pub fn label_prompt(template: &str, kind: &str, label: &str) -> String {
+/// The prompt of a label: `template` with `{kind}` replaced by `kind`, `{label}` by the label's
+/// name (`_` as spaces) and `{description}` by `description`, or `of the category "<name>"`
+/// without one. All are public (the kind of data, its classes and what they mean), so the
+/// prompt reveals nothing private.
+pub fn label_prompt(template: &str, kind: &str, label: &str, description: Option<&str>) -> String {
+    let name = label.replace('_', " ");
+    let description = match description {
+        Some(d) => d.to_string(),
+        None => format!("of the category \"{name}\""),
+    };
     template
         .replace("{kind}", kind)
-        .replace("{label}", &label.replace('_', " "))
+        .replace("{label}", &name)
+        .replace("{description}", &description)
+}
+
+/// Whether a label prompt template names the label at all (`{label}` or `{description}`).
+pub fn names_label(template: &str) -> bool {
+    template.contains("{label}") || template.contains("{description}")
+}
+
+/// The public words a label's prompt is filled with: what one example is and what each label
+/// means.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptWords<'a> {
+    /// `run.data_kind`.
+    pub kind: &'a str,
+    /// `run.label_descriptions` (label → phrase).
+    pub descriptions: &'a BTreeMap<String, String>,
+}
+
+impl PromptWords<'_> {
+    /// [`label_prompt`] with these words.
+    pub fn fill(&self, template: &str, label: &str) -> String {
+        let description = self.descriptions.get(label).map(String::as_str);
+        label_prompt(template, self.kind, label, description)
+    }
 }
 
 /// The noisy label histogram: calibrates σ_h so that the histogram alone spends `share` of the

@@ -30,15 +30,15 @@ use serde::{Deserialize, Serialize};
 use super::embed::{embed, nearest};
 use super::sampling::{Sampling, generate_texts};
 use super::{
-    DEFAULT_PROMPT, Provenance, StageBudget, SynthInputs, SynthReport, Synthesizer, apportion,
-    finish, label_prompt, noisy_histogram,
+    DEFAULT_PROMPT, PromptWords, Provenance, StageBudget, SynthInputs, SynthReport, Synthesizer,
+    apportion, finish, names_label, noisy_histogram,
 };
 use crate::Progress;
 use crate::data::{PrivateData, SyntheticData};
 use crate::error::{Result, SelftError};
 
 /// The default variation prompt: `{label}` and `{text}` are replaced.
-pub const DEFAULT_VARIATION_PROMPT: &str = "<|im_start|>user\nRewrite this {kind} of the category \"{label}\" with new details, in the same style:\n{text}<|im_end|>\n<|im_start|>assistant\n";
+pub const DEFAULT_VARIATION_PROMPT: &str = "<|im_start|>user\nRewrite this {kind} {description} with new details, in the same style:\n{text}<|im_end|>\n<|im_start|>assistant\n";
 
 const NOT_FOR_LM: &str = "synth: private-evolution builds labelled data for classification \
                           tasks; use synthesizer = \"dp-generator\" for language modelling";
@@ -58,9 +58,9 @@ pub struct EvolutionConfig {
     pub histogram_share: f64,
     /// Votes up to `threshold`·σ_v count as none when resampling.
     pub threshold: f64,
-    /// The prompt of each label (`{label}`).
+    /// The prompt of each label (`{label}` or `{description}`).
     pub prompt: String,
-    /// The prompt asking for a variation (`{label}`, `{text}`).
+    /// The prompt asking for a variation (`{label}` or `{description}`, and `{text}`).
     pub variation_prompt: String,
     /// Tokens generated per text at most.
     pub max_new_tokens: usize,
@@ -124,12 +124,14 @@ impl EvolutionConfig {
         if !(self.threshold.is_finite() && self.threshold >= 0.0) {
             return bad(format!("threshold {} must be ≥ 0", self.threshold));
         }
-        if !self.prompt.contains("{label}")
-            || !self.variation_prompt.contains("{label}")
+        if !names_label(&self.prompt)
+            || !names_label(&self.variation_prompt)
             || !self.variation_prompt.contains("{text}")
         {
             return bad(
-                "prompt needs {label}, variation_prompt needs {label} and {text}".to_string(),
+                "prompt needs {label} or {description}, variation_prompt needs \
+                 {label} or {description}, and {text}"
+                    .to_string(),
             );
         }
         if self.generation_batch == 0 || self.max_new_tokens == 0 || self.embed_seq_len < 2 {
@@ -214,7 +216,7 @@ fn run(
         config,
         generator: &inputs.generator,
         labels: &data.labels,
-        kind: inputs.data_kind,
+        words: inputs.words,
     };
     let mut pool = resampling.initial_pool(&mut sample_rng, progress)?;
 
@@ -412,8 +414,8 @@ struct Resampling<'a> {
     config: &'a EvolutionConfig,
     generator: &'a Model,
     labels: &'a [String],
-    /// What one example is (`{kind}` in the prompts).
-    kind: &'a str,
+    /// The public words of the prompts.
+    words: PromptWords<'a>,
 }
 
 impl Resampling<'_> {
@@ -425,10 +427,7 @@ impl Resampling<'_> {
             .enumerate()
             .flat_map(|(l, &n)| {
                 std::iter::repeat_n(
-                    (
-                        l,
-                        label_prompt(&self.config.prompt, self.kind, &self.labels[l]),
-                    ),
+                    (l, self.words.fill(&self.config.prompt, &self.labels[l])),
                     n,
                 )
             })
@@ -489,12 +488,9 @@ impl Resampling<'_> {
 
     fn variation_prompt(&self, label: usize, text: &str) -> String {
         let quoted: String = text.chars().take(QUOTED_CHARS).collect();
-        label_prompt(
-            &self.config.variation_prompt,
-            self.kind,
-            &self.labels[label],
-        )
-        .replace("{text}", &quoted)
+        self.words
+            .fill(&self.config.variation_prompt, &self.labels[label])
+            .replace("{text}", &quoted)
     }
 }
 
