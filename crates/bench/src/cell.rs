@@ -30,11 +30,11 @@ use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::error::{Result, SelftError, io_err};
 use dpselft_selft::pipeline::{self, RunConfig, RunMetrics};
 use dpselft_selft::select::rate_key;
-use dpselft_selft::{Perturbation, Progress, Selection};
+use dpselft_selft::{Progress, Selection, SynthSection};
 use serde::{Deserialize, Serialize};
 
 use crate::grid::{CellResult, UtilityBench};
-use crate::methods::{MethodDefaults, MethodKind, MethodSettings};
+use crate::methods::{MethodDefaults, MethodKind, MethodSettings, SelftVariant};
 
 /// The seed of the validation split (public randomness, the same for every method and seed).
 pub const VALIDATION_SEED: u64 = 0x7a11_da7e;
@@ -152,12 +152,16 @@ const MAX_TOKENS: usize = 8192;
 pub(crate) fn selft_cell(
     bench: &UtilityBench,
     cell: &CellResult,
-    perturbation: Perturbation,
+    variant: SelftVariant,
     dir: &Path,
     progress: &mut dyn Progress,
 ) -> Result<CellOutcome> {
     let d = &bench.methods_file.defaults;
     let mut config = RunConfig::preset(bench.scale);
+    if let Some(name) = variant.synthesizer {
+        config.synth = SynthSection::named(name)?;
+        config.synth.scale_to(bench.scale);
+    }
     config.run.model = bench.model_name.clone();
     config.run.generator = bench.generator_name.clone();
     config.run.train_data = bench.train_data.clone();
@@ -171,7 +175,7 @@ pub(crate) fn selft_cell(
     config.run.train_limit = bench.train_limit;
     config.run.test_limit = bench.test_limit;
     config.run.subset_seed = 0;
-    config.select.perturbation = perturbation;
+    config.select.perturbation = variant.perturbation;
     // The selection trains its candidates at the grid's geometric centre and the chosen set at
     // every rate of the grid (as multiples of the centre).
     let centre = geometric_centre(&d.lr_grid);

@@ -286,7 +286,7 @@ fn run_cell(
     let settings = bench.methods_file.settings(&cell.method)?;
     let started = Instant::now();
     let o = match cell.method.kind() {
-        MethodKind::Selft(perturbation) => selft_cell(bench, cell, perturbation, &dir, progress)?,
+        MethodKind::Selft(variant) => selft_cell(bench, cell, variant, &dir, progress)?,
         kind => baseline_cell(bench, cell, settings, kind, &dir, caches, progress)?,
     };
     let d = &bench.methods_file.defaults;

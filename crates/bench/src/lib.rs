@@ -25,7 +25,7 @@ pub mod synthetic;
 pub mod table;
 
 pub use grid::{CellResult, UtilityBench, run_grid};
-pub use methods::{Method, MethodKind, MethodsFile};
+pub use methods::{Method, MethodKind, MethodsFile, SelftVariant};
 
 use std::path::Path;
 

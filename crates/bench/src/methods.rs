@@ -8,6 +8,7 @@ use std::str::FromStr;
 use dpselft_model::TrainableSpec;
 use dpselft_selft::Perturbation;
 use dpselft_selft::error::{Result, SelftError, io_err};
+use dpselft_selft::synth::SYNTHESIZERS;
 use serde::{Deserialize, Serialize};
 
 /// `bench/methods.toml`: settings shared by every method, and each method's own.
@@ -112,11 +113,50 @@ impl MethodDefaults {
     }
 }
 
+/// A dp-selft method's own choices: the selection's perturbation and the synthesizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelftVariant {
+    /// `perturb=`: the selection's perturbation (default worst-case).
+    pub perturbation: Perturbation,
+    /// `synth=`: one of [`SYNTHESIZERS`] with its default settings (default: the run's default).
+    pub synthesizer: Option<&'static str>,
+}
+
+impl SelftVariant {
+    /// Plain `dp-selft`: worst-case perturbation, the run's default synthesizer.
+    pub const DEFAULT: SelftVariant = SelftVariant {
+        perturbation: Perturbation::WorstCase,
+        synthesizer: None,
+    };
+
+    /// The options after `dp-selft:`, comma-separated `perturb=<regime>` and `synth=<name>`.
+    fn parse(options: &str) -> std::result::Result<Self, String> {
+        let mut v = Self::DEFAULT;
+        for option in options.split(',') {
+            match option.split_once('=') {
+                Some(("perturb", p)) => v.perturbation = p.parse().map_err(|e| format!("{e}"))?,
+                Some(("synth", s)) => {
+                    let known = SYNTHESIZERS.iter().find(|&&k| k == s);
+                    v.synthesizer = Some(known.ok_or_else(|| {
+                        format!("synth={s}: expected {}", SYNTHESIZERS.join(" or "))
+                    })?);
+                }
+                _ => {
+                    return Err(format!(
+                        "`{option}` is not perturb=<regime> or synth=<name>"
+                    ));
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
 /// What kind of run a method is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MethodKind {
-    /// `dp-selft` or `dp-selft:perturb=<regime>`.
-    Selft(Perturbation),
+    /// `dp-selft`, or `dp-selft:` with options (`perturb=<regime>`, `synth=<name>`).
+    Selft(SelftVariant),
     /// DP fine-tuning of a fixed trainable set.
     Baseline,
     /// `non-private`: no clipping, no noise (ε = ∞).
@@ -146,18 +186,22 @@ impl Method {
 impl FromStr for Method {
     type Err = SelftError;
 
-    /// `dp-selft`, `dp-selft:perturb=worst-case|gaussian|none`, `non-private`, or any other name
-    /// (a baseline with a fixed trainable set).
+    /// `dp-selft`, `dp-selft:<options>` (e.g. `dp-selft:perturb=none`,
+    /// `dp-selft:synth=private-evolution`, both comma-separated), `non-private`, or any other
+    /// name (a baseline with a fixed trainable set).
     fn from_str(name: &str) -> Result<Self> {
         let kind = match name {
-            "dp-selft" => MethodKind::Selft(Perturbation::WorstCase),
+            "dp-selft" => MethodKind::Selft(SelftVariant::DEFAULT),
             "non-private" => MethodKind::NonPrivate,
-            _ => match name.strip_prefix("dp-selft:perturb=") {
-                Some(p) => MethodKind::Selft(p.parse()?),
+            _ => match name.strip_prefix("dp-selft:") {
+                Some(options) => MethodKind::Selft(
+                    SelftVariant::parse(options)
+                        .map_err(|e| SelftError::Config(format!("method `{name}`: {e}")))?,
+                ),
                 None if name.starts_with("dp-selft") => {
                     return Err(SelftError::Config(format!(
-                        "method `{name}`: expected dp-selft or \
-                         dp-selft:perturb=worst-case|gaussian|none"
+                        "method `{name}`: expected dp-selft or dp-selft:<options> \
+                         (perturb=worst-case|gaussian|none, synth=dp-generator|private-evolution)"
                     )));
                 }
                 None => MethodKind::Baseline,
@@ -198,5 +242,42 @@ impl<'de> Deserialize<'de> for Method {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let name = String::deserialize(d)?;
         name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selft(name: &str) -> SelftVariant {
+        match name.parse::<Method>().unwrap().kind() {
+            MethodKind::Selft(v) => v,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dp_selft_options_parse_into_a_variant() {
+        assert_eq!(selft("dp-selft"), SelftVariant::DEFAULT);
+        assert_eq!(
+            selft("dp-selft:perturb=none").perturbation,
+            Perturbation::None
+        );
+        let both = selft("dp-selft:synth=private-evolution,perturb=gaussian");
+        assert_eq!(both.perturbation, Perturbation::Gaussian);
+        assert_eq!(both.synthesizer, Some("private-evolution"));
+        for bad in [
+            "dp-selft:synth=gpt",
+            "dp-selft:lr=1",
+            "dp-selft:",
+            "dp-selftish",
+        ] {
+            let err = bad.parse::<Method>().unwrap_err().to_string();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        assert_eq!(
+            "head".parse::<Method>().unwrap().kind(),
+            MethodKind::Baseline
+        );
     }
 }
