@@ -39,7 +39,7 @@ pub enum Command {
     /// Benchmarks of the engine (the cost of a DP step against a non-private one).
     Bench(commands::bench::Args),
     /// DP-SelFT end to end: DP synthetic data, noise-matched layer selection, selective DP
-    /// fine-tuning, report. With no arguments: the small default on brown-genre (ε = 3).
+    /// fine-tuning, report. With no arguments: the default on spam (ε = 3).
     Run(Box<commands::run::Args>),
     /// Stage 1 alone: DP synthetic data into a new run folder.
     Synth(Box<commands::run::Args>),

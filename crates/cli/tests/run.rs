@@ -121,6 +121,29 @@ fn selection_runs_without_the_private_data() {
     );
 }
 
+/// `select` on a finished run would plan its radius from the budget left after the fine-tuning:
+/// it is refused, and the folder is left as it was.
+#[test]
+fn selection_refuses_a_folder_whose_fine_tuning_has_spent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let out = tmp.path().join("run");
+    ok(&run_into(&args, &out));
+    let selection_before = std::fs::read(out.join("selection.json")).unwrap();
+    let out_s = out.to_string_lossy().into_owned();
+    let refused = dpselft(&["select", "--out", &out_s]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("ledger.json") && stderr.contains("already spent"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("selection.json")).unwrap(),
+        selection_before
+    );
+}
+
 /// Private Evolution as the synthesizer: no DP training, one ledger entry per voting round after
 /// the histogram, the stage's ε met, a labelled synthetic set.
 #[test]

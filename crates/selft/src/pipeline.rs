@@ -291,13 +291,24 @@ pub fn train_plan(config: &RunConfig, n: usize, ledger: &Path) -> Result<NoisePl
 }
 
 /// Stage 2 in the run folder `out` (after [`run_synth`]): reads `config.toml`, `ledger.json`
-/// and `synthetic/` — never the private data — and writes `selection.json`.
+/// and `synthetic/` — never the private data — and writes `selection.json`. A folder whose
+/// fine-tuning has already spent from the ledger is refused: the radius would be planned from
+/// the budget left after it, not the final run's σ.
 pub fn run_select(
     out: &Path,
     paths: &ResolvedPaths,
     progress: &mut dyn Progress,
 ) -> Result<Selection> {
     let _lock = lock_out(out)?;
+    let ledger_path = out.join("ledger.json");
+    let ledger = PrivacyLedger::open(&ledger_path)?;
+    if ledger.entries().iter().any(|e| e.stage == Stage::Train) {
+        return Err(SelftError::Config(format!(
+            "{}: the fine-tuning stage has already spent from this ledger; `select` runs \
+             between `synth` and the fine-tuning (start a new folder with `synth`)",
+            ledger_path.display()
+        )));
+    }
     select_stage(out, paths, progress)
 }
 
