@@ -9,17 +9,29 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::ok;
-use common::toy_run::{grid_bench, setup};
+use common::toy_run::{SPECIALS, grid_bench, setup};
+use dpselft_model::{LlamaConfig, ModelConfig};
 use dpselft_privacy::PrivacyLedger;
+use dpselft_testkit::{save_random_model, tiny_llama_config};
 use serde_json::Value;
 
 const CELL: &str = "grid/runs/last-k-eps2-seed0";
 
 /// The toy models, the toy data as the `spam` task's splits (`data/spam/` under `root`, where
-/// the command looks first), and a methods file whose runs take `epochs` (60: hundreds of tiny
-/// steps, long enough to be killed in the middle).
+/// the command looks first; its labels renamed to the task's, which the synthetic prompts
+/// describe), and a methods file whose runs take `epochs` (60: hundreds of tiny steps, long
+/// enough to be killed in the middle). The generator reads 128 positions: the spam task's
+/// described prompts are ~40 toy tokens, more than the toy generator's 32.
 fn prepare(root: &Path, epochs: u32) {
     setup(root);
+    let ModelConfig::Llama(llama) = tiny_llama_config(20, true) else {
+        unreachable!("a Llama config")
+    };
+    let long = ModelConfig::Llama(LlamaConfig {
+        max_position_embeddings: 128,
+        ..llama
+    });
+    save_random_model(&root.join("generator"), long, 0.3, 5, SPECIALS);
     grid_bench(root, &["last-k"], &[2.0]); // writes root/methods.toml
     let methods = std::fs::read_to_string(root.join("methods.toml"))
         .unwrap()
@@ -28,8 +40,26 @@ fn prepare(root: &Path, epochs: u32) {
     let data = root.join("data/spam");
     std::fs::create_dir_all(&data).unwrap();
     for split in ["train.jsonl", "test.jsonl"] {
-        std::fs::copy(root.join(split), data.join(split)).unwrap();
+        let text = std::fs::read_to_string(root.join(split)).unwrap();
+        std::fs::write(data.join(split), as_spam_labels(&text)).unwrap();
     }
+}
+
+/// The toy JSONL with its labels named as the spam task's (colour → ham, animal → spam).
+fn as_spam_labels(jsonl: &str) -> String {
+    jsonl
+        .lines()
+        .map(|line| {
+            let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+            let label = match record["label"].as_str().unwrap() {
+                "colour" => "ham",
+                "animal" => "spam",
+                other => panic!("toy label {other}"),
+            };
+            record["label"] = label.into();
+            format!("{record}\n")
+        })
+        .collect()
 }
 
 fn grid_command(root: &Path, method: &str) -> Command {

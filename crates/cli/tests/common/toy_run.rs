@@ -11,7 +11,7 @@ use dpselft_testkit::{
 };
 
 /// 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK], the label names, then the words.
-const SPECIALS: &[&str] = &["[PAD]", "[BOS]", "[EOS]", "[UNK]", "colour", "animal"];
+pub const SPECIALS: &[&str] = &["[PAD]", "[BOS]", "[EOS]", "[UNK]", "colour", "animal"];
 
 fn tiny_models(root: &Path) {
     save_random_model(
