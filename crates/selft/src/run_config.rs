@@ -38,7 +38,7 @@ pub struct RunSection {
     /// The private training split (JSONL, CSV or folder).
     pub train_data: PathBuf,
     /// What one example of the data is, in a few public words ("email message"): the synthetic
-    /// stage's prompts say it (`{kind}`). The default describes the default data (brown-genre).
+    /// stage's prompts say it (`{kind}`). The default describes the default data (spam).
     pub data_kind: String,
     /// A public description of each label (label → phrase following the kind in the synthetic
     /// stage's prompts, `{description}`: "that is spam: an unsolicited bulk email ..."). A label
