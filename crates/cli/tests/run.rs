@@ -364,16 +364,10 @@ fn a_bad_test_split_fails_before_anything_is_spent() {
     )
     .unwrap();
     let out = tmp.path().join("run");
-    let failed = run_into(&args, &out);
-    let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert!(!failed.status.success());
+    let stderr = fails_before_spending(&args, &out);
     assert!(
         stderr.contains("plant") && stderr.contains("test.jsonl"),
         "{stderr}"
-    );
-    assert!(
-        !out.join("ledger.json").exists(),
-        "privacy was spent: a ledger exists"
     );
     std::fs::write(&test, good).unwrap();
     ok(&run_into(&args, &out));
@@ -386,6 +380,17 @@ fn run_into(args: &[String], out: &Path) -> std::process::Output {
     argv.extend(args.iter().map(String::as_str));
     argv.extend(["--out", &out]);
     dpselft(&argv)
+}
+
+/// `dpselft run ARGS --out OUT` fails and writes no ledger (nothing spent); returns its stderr.
+fn fails_before_spending(args: &[String], out: &Path) -> String {
+    let failed = run_into(args, out);
+    assert!(!failed.status.success());
+    assert!(
+        !out.join("ledger.json").exists(),
+        "privacy was spent: a ledger exists"
+    );
+    String::from_utf8_lossy(&failed.stderr).into_owned()
 }
 
 #[test]
@@ -408,15 +413,11 @@ fn a_one_label_training_set_fails_before_anything_is_spent() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&train, kept).unwrap();
-    let out = tmp.path().join("run");
-    let failed = run_into(&args, &out);
-    let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert!(!failed.status.success());
+    let stderr = fails_before_spending(&args, &tmp.path().join("run"));
     assert!(
         stderr.contains("train.jsonl") && stderr.contains("two labels"),
         "{stderr}"
     );
-    assert!(!out.join("ledger.json").exists(), "privacy was spent");
 }
 
 #[test]
@@ -430,15 +431,11 @@ fn a_description_of_an_unknown_label_fails_before_anything_is_spent() {
         "[run.label_descriptions]\nplant = \"from a book about plants\"\n\n[synth]",
     );
     std::fs::write(&config, described).unwrap();
-    let out = tmp.path().join("run");
-    let failed = run_into(&args, &out);
-    let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert!(!failed.status.success());
+    let stderr = fails_before_spending(&args, &tmp.path().join("run"));
     assert!(
         stderr.contains("label_descriptions")
             && stderr.contains("\"plant\"")
             && stderr.contains("train.jsonl"),
         "{stderr}"
     );
-    assert!(!out.join("ledger.json").exists(), "privacy was spent");
 }
