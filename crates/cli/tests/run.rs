@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::toy_run::{EVOLUTION_SYNTH, config_with_synth, grid_bench, selection_bench, setup};
-use common::{dpselft, ok};
+use common::{dpselft, json, ok};
 
 #[test]
 fn run_writes_a_complete_run_folder_within_budget() {
@@ -438,4 +438,96 @@ fn a_description_of_an_unknown_label_fails_before_anything_is_spent() {
             && stderr.contains("train.jsonl"),
         "{stderr}"
     );
+}
+
+/// `run` with the toy setup's decoder (the tiny Llama) as the target too, for `task`.
+fn decoder_run(
+    task: &str,
+    extra: &[&str],
+) -> (serde_json::Value, std::path::PathBuf, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = setup(tmp.path());
+    let model = args.iter().position(|a| a == "--model").unwrap() + 1;
+    args[model] = tmp.path().join("generator").to_string_lossy().into_owned();
+    let out = tmp.path().join("run");
+    args.extend(["--task".into(), task.into(), "--json".into()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let result = run_into(&args, &out);
+    ok(&result);
+    let metrics = serde_json::from_slice(&result.stdout).unwrap();
+    (metrics, out, tmp)
+}
+
+#[test]
+fn a_decoder_target_classifies_through_the_whole_pipeline() {
+    let (metrics, out, _tmp) = decoder_run("classify", &[]);
+    let eps = metrics["epsilon_pld"].as_f64().unwrap();
+    assert!(eps <= 4.0 && eps > 3.99, "ledger total {eps}");
+    let acc = metrics["test"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{metrics}");
+    let selection: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
+            .unwrap();
+    // The tiny Llama has 2 blocks: the head alone, both singles, then one pair.
+    let specs: Vec<&str> = selection["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["spec"].as_str().unwrap())
+        .collect();
+    assert!(specs.contains(&"head"), "{specs:?}");
+    assert!(specs.len() >= 3, "{specs:?}");
+}
+
+#[test]
+fn a_decoder_target_learns_the_texts_as_a_language_model() {
+    // A budget of 2 candidate sets: one single (the top block) and one greedy pair.
+    let (metrics, out, _tmp) = decoder_run("lm", &["--select-budget", "2"]);
+    let eps = metrics["epsilon_pld"].as_f64().unwrap();
+    assert!(eps <= 4.0 && eps > 3.99, "ledger total {eps}");
+    let ppl = metrics["test"]["perplexity"].as_f64().unwrap();
+    // The word-level toy vocabulary has 20 tokens: a model that learned nothing sits near 20.
+    assert!(ppl.is_finite() && ppl > 1.0, "{metrics}");
+    // It learned: the test perplexity fell from the untrained decoder's.
+    let eval = |model: &Path| {
+        let m = model.to_string_lossy().into_owned();
+        let test = out.parent().unwrap().join("test.jsonl");
+        let test = test.to_string_lossy().into_owned();
+        let r = dpselft(&[
+            "eval",
+            "--model",
+            &m,
+            "--data",
+            &test,
+            "--max-seq-len",
+            "12",
+            "--json",
+        ]);
+        ok(&r);
+        json(&r)["perplexity"].as_f64().unwrap()
+    };
+    let before = eval(&out.parent().unwrap().join("generator"));
+    let after = eval(&out.join("model"));
+    assert!(
+        (after - ppl).abs() < 1e-6 * ppl,
+        "the saved model gives {after}, the run said {ppl}"
+    );
+    assert!(after < 0.9 * before, "perplexity {before} → {after}");
+    assert!(metrics["test"]["accuracy"].is_null(), "{metrics}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Test perplexity"), "{report}");
+    // Unlabelled synthetic text: no label field in the synthetic split.
+    let first = std::fs::read_to_string(out.join("synthetic/train.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert!(first.get("label").is_none(), "{first}");
+    let selection: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
+            .unwrap();
+    let specs: Vec<&str> = selection["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["spec"].as_str().unwrap())
+        .collect();
+    assert_eq!(specs, ["block.1", "block.0,block.1"], "{specs:?}");
 }

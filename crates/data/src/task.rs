@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::{DataError, Dataset, SpamStats, write_jsonl};
+use crate::{DataError, Dataset, Example, SpamStats, write_jsonl};
 
 /// A benchmark task built from a fetched corpus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,18 +13,31 @@ pub enum BenchmarkTask {
     BrownGenre,
     /// Spam/ham classification of the SpamAssassin messages.
     Spam,
+    /// Causal language modelling of the SpamAssassin ham (legitimate mail) messages: private
+    /// mail as a model would be fine-tuned to write it. Unlabelled; spam's split.
+    HamLm,
 }
 
 impl BenchmarkTask {
     /// Every task.
-    pub const ALL: [BenchmarkTask; 2] = [BenchmarkTask::BrownGenre, BenchmarkTask::Spam];
+    pub const ALL: [BenchmarkTask; 3] = [
+        BenchmarkTask::BrownGenre,
+        BenchmarkTask::Spam,
+        BenchmarkTask::HamLm,
+    ];
 
-    /// The task's name on the command line and in reports: `brown-genre`, `spam`.
+    /// The task's name on the command line and in reports: `brown-genre`, `spam`, `ham-lm`.
     pub fn name(self) -> &'static str {
         match self {
             BenchmarkTask::BrownGenre => "brown-genre",
             BenchmarkTask::Spam => "spam",
+            BenchmarkTask::HamLm => "ham-lm",
         }
+    }
+
+    /// Whether the task is language modelling (unlabelled text) rather than classification.
+    pub fn is_language_modelling(self) -> bool {
+        self == BenchmarkTask::HamLm
     }
 
     /// What one example is, in a few public words (for the synthetic stage's prompts).
@@ -32,6 +45,11 @@ impl BenchmarkTask {
         match self {
             BenchmarkTask::BrownGenre => "passage of American English prose from 1961",
             BenchmarkTask::Spam => "email message",
+            // Unlabelled: the kind alone says what to write.
+            BenchmarkTask::HamLm => {
+                "email message with a subject line, such as a message between colleagues or \
+                 friends or a post to a mailing list"
+            }
         }
     }
 
@@ -95,6 +113,7 @@ impl BenchmarkTask {
                      loan or a money-making offer, with a subject line",
                 ),
             ],
+            BenchmarkTask::HamLm => &[],
         }
     }
 
@@ -102,7 +121,7 @@ impl BenchmarkTask {
     pub fn corpus_dir_name(self) -> &'static str {
         match self {
             BenchmarkTask::BrownGenre => "brown",
-            BenchmarkTask::Spam => "spamassassin",
+            BenchmarkTask::Spam | BenchmarkTask::HamLm => "spamassassin",
         }
     }
 
@@ -128,6 +147,14 @@ impl BenchmarkTask {
                     spam_stats: Some(built.stats),
                 }
             }
+            BenchmarkTask::HamLm => {
+                let built = crate::build_spam(&dir)?;
+                BuiltTask {
+                    task: self,
+                    splits: built.splits.ham_text(),
+                    spam_stats: Some(built.stats),
+                }
+            }
         })
     }
 }
@@ -145,7 +172,7 @@ impl FromStr for BenchmarkTask {
         BenchmarkTask::ALL
             .into_iter()
             .find(|t| t.name() == s)
-            .ok_or_else(|| format!("unknown task \"{s}\" (tasks: brown-genre, spam)"))
+            .ok_or_else(|| format!("unknown task \"{s}\" (tasks: brown-genre, spam, ham-lm)"))
     }
 }
 
@@ -156,11 +183,12 @@ pub struct BuiltTask {
     pub task: BenchmarkTask,
     /// The train and test splits.
     pub splits: TaskSplits,
-    /// How the spam messages were decoded (spam only).
+    /// How the SpamAssassin messages were decoded (spam and ham-lm).
     pub spam_stats: Option<SpamStats>,
 }
 
-/// The train and test splits of a task; both have the same label list.
+/// The train and test splits of a task; both have the same label list (empty for language
+/// modelling).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSplits {
     /// The training split.
@@ -184,6 +212,30 @@ impl TaskSplits {
     /// The label names (the same in both splits).
     pub fn labels(&self) -> &[String] {
         &self.train.labels
+    }
+
+    /// The `ham` examples of spam's splits as unlabelled text (ham-lm): each split keeps its
+    /// side of spam's split, so no test message is a training message.
+    fn ham_text(self) -> TaskSplits {
+        let only_ham = |d: Dataset| {
+            let ham = d.labels.iter().position(|l| l == "ham");
+            Dataset {
+                examples: d
+                    .examples
+                    .into_iter()
+                    .filter(|e| e.label.is_some() && e.label == ham)
+                    .map(|e| Example {
+                        text: e.text,
+                        label: None,
+                    })
+                    .collect(),
+                labels: Vec::new(),
+            }
+        };
+        TaskSplits {
+            train: only_ham(self.train),
+            test: only_ham(self.test),
+        }
     }
 
     /// Examples per label and split, in label order.

@@ -286,7 +286,10 @@ fn tasks_build_from_an_assets_folder_and_write_jsonl() {
     for task in BenchmarkTask::ALL {
         assert_eq!(task.name().parse::<BenchmarkTask>().unwrap(), task);
         let built = task.build(assets.path()).unwrap();
-        assert_eq!(built.spam_stats.is_some(), task == BenchmarkTask::Spam);
+        assert_eq!(
+            built.spam_stats.is_some(),
+            task.corpus_dir_name() == "spamassassin"
+        );
         let out = assets.path().join("out").join(task.name());
         let (train, test) = built.splits.write(&out).unwrap();
         assert_eq!(
@@ -296,10 +299,12 @@ fn tasks_build_from_an_assets_folder_and_write_jsonl() {
         check_written(&built.splits, &out);
         let line = std::fs::read_to_string(out.join("train.jsonl")).unwrap();
         let first: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+        let labelled = !task.is_language_modelling();
         assert!(
-            first["text"].is_string() && first["label"].is_string(),
+            first["text"].is_string() && first["label"].is_string() == labelled,
             "{first}"
         );
+        assert_eq!(built.splits.labels().is_empty(), !labelled, "{task}");
     }
     assert!(
         "nope"

@@ -38,7 +38,7 @@ fn check_round_trip(splits: &TaskSplits) {
     let out = tempfile::tempdir().unwrap();
     splits.write(out.path()).unwrap();
     let options = LoadOptions {
-        known_labels: Some(splits.labels().to_vec()),
+        known_labels: (!splits.labels().is_empty()).then(|| splits.labels().to_vec()),
         ..LoadOptions::default()
     };
     // Our own validator accepts what we wrote, and reads back exactly the same examples.
@@ -138,6 +138,30 @@ fn spam_counts() {
         "Re: New Sequences Window\n\n    Date:        Wed, 21 Aug 2002 10:54:46 -0500"
     ));
     check_round_trip(splits);
+}
+
+/// ham-lm is spam's ham messages, unlabelled, on spam's side of the split.
+#[test]
+fn ham_lm_is_spams_ham_text() {
+    let spam = BenchmarkTask::Spam.build(&assets_dir()).unwrap().splits;
+    let lm = BenchmarkTask::HamLm.build(&assets_dir()).unwrap().splits;
+    assert!(lm.labels().is_empty());
+    let ham = |d: &dpselft_data::Dataset| -> Vec<String> {
+        d.examples
+            .iter()
+            .filter(|e| e.label == Some(0))
+            .map(|e| e.text.clone())
+            .collect()
+    };
+    let texts = |d: &dpselft_data::Dataset| -> Vec<String> {
+        assert!(d.examples.iter().all(|e| e.label.is_none()));
+        d.examples.iter().map(|e| e.text.clone()).collect()
+    };
+    assert_eq!(spam.labels()[0], "ham");
+    assert_eq!(texts(&lm.train), ham(&spam.train));
+    assert_eq!(texts(&lm.test), ham(&spam.test));
+    assert_eq!((lm.train.len(), lm.test.len()), (3305, 845));
+    check_round_trip(&lm);
 }
 
 /// Every label of each task has exactly one public description, and nothing else does: a

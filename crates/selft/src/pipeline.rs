@@ -330,6 +330,7 @@ pub(crate) fn select_stage(
     let select_config = SelectConfig {
         task: r.task,
         candidates: s.candidates,
+        max_candidates: s.max_candidates,
         perturbation: s.perturbation,
         steps: s.steps_for(plan.total_steps),
         final_steps: plan.total_steps,

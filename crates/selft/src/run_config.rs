@@ -110,6 +110,10 @@ pub fn descriptions_of(task: dpselft_data::BenchmarkTask) -> BTreeMap<String, St
 pub struct SelectSection {
     /// `singles`, `windows:K` or `greedy:K`.
     pub candidates: Candidates,
+    /// At most this many candidate sets trained (a compute budget for deep models; see
+    /// `SelectConfig::max_candidates`). None: all the strategy names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_candidates: Option<usize>,
     /// `worst-case`, `gaussian` or `none`.
     pub perturbation: Perturbation,
     /// Steps τ per candidate, as a fraction of the final run's T steps (τ = ⌈f·T⌉, at least 1).
@@ -135,6 +139,7 @@ impl Default for SelectSection {
     fn default() -> Self {
         Self {
             candidates: Candidates::Greedy(2),
+            max_candidates: None,
             perturbation: Perturbation::WorstCase,
             step_fraction: 0.25,
             batch_size: 32,
@@ -297,6 +302,11 @@ impl RunConfig {
             )));
         }
         let s = &self.select;
+        if s.max_candidates == Some(0) {
+            return Err(SelftError::Config(
+                "select.max_candidates 0: the selection must train at least one set".into(),
+            ));
+        }
         if !(s.step_fraction > 0.0 && s.step_fraction <= 1.0) {
             return Err(SelftError::Config(format!(
                 "select.step_fraction {} must be in (0, 1]",

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use dpselft_dp::{LrSchedule, NoiseStep, OptimizerKind, Task};
 use dpselft_model::Model;
-use dpselft_selft::select::{Candidates, Perturbation, SelectConfig, candidate_sets, select};
+use dpselft_selft::select::{
+    Candidates, Perturbation, SelectConfig, candidate_sets, select, spread_order,
+};
 use dpselft_selft::synth::{apportion, filter_texts, label_prompt};
 use dpselft_selft::{SelftError, SyntheticData};
 use dpselft_testkit::{PAD_UNK, random_model, tiny_bert_config, write_colour_animal_jsonl};
@@ -39,6 +41,7 @@ fn config(perturbation: Perturbation) -> SelectConfig {
     SelectConfig {
         task: Task::Classify,
         candidates: Candidates::Windows(2),
+        max_candidates: None,
         perturbation,
         steps: 4,
         final_steps: 8,
@@ -103,6 +106,32 @@ fn worst_case_radius_is_the_final_runs_noise_displacement_under_its_optimizer() 
     let ratio = two.radius / one.radius;
     assert!((ratio - (two.params as f64 / one.params as f64).sqrt()).abs() < 1e-9);
     assert!(sel.chosen_spec.to_string().starts_with("head"));
+}
+
+/// A candidate budget caps the sets trained: the head, round 1 spread over depth (top block
+/// first), then a greedy round from the blocks nearest the current set.
+#[test]
+fn a_candidate_budget_caps_the_search_coarse_to_fine() {
+    assert_eq!(spread_order(5), [4, 0, 2, 1, 3]);
+    assert_eq!(spread_order(1), [0]);
+    let mut order = spread_order(30);
+    assert_eq!(&order[..4], [29, 0, 14, 7]);
+    order.sort_unstable();
+    assert_eq!(order, (0..30).collect::<Vec<_>>());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let mut c = config(Perturbation::None);
+    c.candidates = Candidates::Greedy(2);
+    c.max_candidates = Some(4);
+    let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    let specs: Vec<String> = sel.candidates.iter().map(|r| r.spec.to_string()).collect();
+    assert!(specs.len() <= 4, "{specs:?}");
+    // Round 1 gets half the budget: the head and the top block.
+    assert_eq!(&specs[..2], ["head", "head,block.2"], "{specs:?}");
+    // Without a budget: the head, 3 singles, then up to 2 pairs.
+    c.max_candidates = None;
+    let all = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    assert!(all.candidates.len() >= 4, "{}", all.candidates.len());
 }
 
 #[test]
@@ -345,4 +374,10 @@ fn filtering_drops_short_and_duplicate_texts() {
         words.fill("{kind} {description}", "ham"),
         "email of the category \"ham\""
     );
+    // Unlabelled text (an LM task): the label's words drop out, the instruction stays.
+    assert_eq!(
+        words.fill_text(dpselft_selft::synth::DEFAULT_PROMPT),
+        "<|im_start|>user\nWrite a short email.<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(words.fill_text("{label}: {kind}"), ": email");
 }

@@ -44,6 +44,8 @@ enum TaskArg {
     BrownGenre,
     /// Spam/ham classification of the SpamAssassin messages.
     Spam,
+    /// Language modelling of the SpamAssassin ham messages (unlabelled; spam's split).
+    HamLm,
 }
 
 impl From<TaskArg> for BenchmarkTask {
@@ -51,6 +53,7 @@ impl From<TaskArg> for BenchmarkTask {
         match t {
             TaskArg::BrownGenre => BenchmarkTask::BrownGenre,
             TaskArg::Spam => BenchmarkTask::Spam,
+            TaskArg::HamLm => BenchmarkTask::HamLm,
         }
     }
 }
@@ -110,8 +113,10 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         test.display(),
         built.splits.test.len()
     );
-    println!();
-    print!("{}", format_counts_table(&built.splits.counts()));
+    if !built.splits.labels().is_empty() {
+        println!();
+        print!("{}", format_counts_table(&built.splits.counts()));
+    }
     if let Some(s) = built.spam_stats {
         println!();
         println!(
@@ -133,7 +138,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
 fn corpus_asset(task: BenchmarkTask) -> dpselft_assets::AssetSpec {
     match task {
         BenchmarkTask::BrownGenre => dpselft_assets::catalog::BROWN,
-        BenchmarkTask::Spam => dpselft_assets::catalog::SPAMASSASSIN,
+        BenchmarkTask::Spam | BenchmarkTask::HamLm => dpselft_assets::catalog::SPAMASSASSIN,
     }
 }
 

@@ -166,11 +166,7 @@ fn check_grad_norms_args(args: &GradNormsArgs) -> anyhow::Result<(TrainableSpec,
         ));
     }
     let spec = TrainableSpec::parse(&args.trainable).map_err(|e| usage(e.to_string()))?;
-    let task = match args.task {
-        TaskArg::Classify => Task::Classify,
-        TaskArg::Lm => Task::Lm,
-    };
-    Ok((spec, task))
+    Ok((spec, args.task.into()))
 }
 
 /// Resolves and loads the model (the `model/` folder of a `dpselft train` run folder if there

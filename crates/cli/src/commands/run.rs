@@ -15,6 +15,7 @@ use dpselft_selft::{Candidates, Perturbation, Progress, SynthSection};
 use super::UsageError;
 use super::fetch_assets::resolve_model;
 use super::progress::Bar;
+use super::train::TaskArg;
 
 /// Arguments shared by `run`, `synth` and `select`: a configuration and overrides.
 #[derive(clap::Args, Debug, Default)]
@@ -35,6 +36,11 @@ pub struct Args {
     /// Generator of the synthetic stage: asset id (smollm2) or path.
     #[arg(long)]
     pub generator: Option<String>,
+    /// What the target learns: classify (the labels; BERT-style or last-token pooling) or lm
+    /// (causal language modelling of the texts, labels ignored; needs a decoder target)
+    /// [default: classify].
+    #[arg(long, value_enum)]
+    pub task: Option<TaskArg>,
     /// Private training data (JSONL, CSV, folder) [default: data/spam/train.jsonl, built if
     /// absent].
     #[arg(long, value_name = "FILE")]
@@ -77,6 +83,10 @@ pub struct Args {
     /// Candidate sets: singles, windows:K, greedy:K.
     #[arg(long)]
     pub candidates: Option<String>,
+    /// Train at most this many candidate sets (a compute budget for deep models: round 1 spread
+    /// over depth, greedy rounds nearest the current set first) [default: all].
+    #[arg(long, value_name = "N")]
+    pub select_budget: Option<usize>,
     /// Perturbation of the selection: worst-case, gaussian, none.
     #[arg(long)]
     pub perturbation: Option<String>,
@@ -141,6 +151,7 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
     let r = &mut c.run;
     set(&mut r.model, args.model.clone());
     set(&mut r.generator, args.generator.clone());
+    set(&mut r.task, args.task.map(Into::into));
     if args.train_data.is_some() {
         // Other data than the default's: its kind is unknown unless said.
         r.data_kind = "text".into();
@@ -181,6 +192,9 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
         s.perturbation = v
             .parse::<Perturbation>()
             .map_err(|e| UsageError(format!("--perturbation: {e}")))?;
+    }
+    if let Some(n) = args.select_budget {
+        s.max_candidates = Some(n);
     }
     set(&mut s.step_fraction, args.select_step_fraction);
     set(&mut s.lr_grid, args.lr_grid.clone());

@@ -36,6 +36,15 @@ pub enum TaskArg {
     Lm,
 }
 
+impl From<TaskArg> for Task {
+    fn from(t: TaskArg) -> Task {
+        match t {
+            TaskArg::Classify => Task::Classify,
+            TaskArg::Lm => Task::Lm,
+        }
+    }
+}
+
 /// The optimizer, on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
@@ -250,10 +259,7 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
         },
     };
     let train = TrainConfig {
-        task: match args.task {
-            TaskArg::Classify => Task::Classify,
-            TaskArg::Lm => Task::Lm,
-        },
+        task: args.task.into(),
         trainable: args.trainable.clone(),
         duration,
         batch_size: args.batch_size,

@@ -132,6 +132,12 @@ pub struct SelectConfig {
     pub task: Task,
     /// Candidate sets.
     pub candidates: Candidates,
+    /// At most this many candidate sets are trained (`None`: every set the strategy names).
+    /// Under a budget the singles are tried spread over depth ([`spread_order`]) and a greedy
+    /// round tries the blocks nearest the current set first, so a 30-block decoder's search is
+    /// coarse-to-fine rather than cut off at its bottom blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_candidates: Option<usize>,
     /// Perturbation regime.
     pub perturbation: Perturbation,
     /// Training steps τ per candidate.
@@ -313,7 +319,11 @@ pub fn select(
         _ => 1,
     };
     // An upper bound on the candidates, for the progress bar.
-    let bound = first.len() + (1..greedy_k).map(|r| num_blocks - r).sum::<usize>();
+    let mut bound = first.len() + (1..greedy_k).map(|r| num_blocks - r).sum::<usize>();
+    if let Some(budget) = config.max_candidates {
+        first = within_budget(first, num_blocks, budget, greedy_k);
+        bound = bound.min(budget);
+    }
     let grid = lr_multiples(config, same_regime);
     progress.stage("select: training candidates", (bound + grid.len()) as u64);
     let mut results = Vec::new();
@@ -392,7 +402,14 @@ impl Runner<'_, '_> {
                 break;
             }
             let mut this_round = Vec::new();
-            for j in (0..num_blocks).filter(|j| !current.blocks.contains(j)) {
+            let mut next: Vec<usize> = (0..num_blocks)
+                .filter(|j| !current.blocks.contains(j))
+                .collect();
+            if let Some(budget) = self.config.max_candidates {
+                next.sort_by_key(|&j| distance(&current.blocks, j));
+                next.truncate(budget.saturating_sub(results.len()));
+            }
+            for j in next {
                 let mut blocks = current.blocks.clone();
                 blocks.push(j);
                 blocks.sort_unstable();
@@ -469,6 +486,74 @@ pub fn candidate_sets(candidates: Candidates, num_blocks: usize) -> Vec<Vec<usiz
             .flat_map(|w| (0..=num_blocks - w).map(move |s| (s..s + w).collect()))
             .collect(),
     }
+}
+
+/// Round 1 under a budget of `budget` candidate sets: the head alone first, then the sets in
+/// [`spread_order`] of their lowest block, leaving a greedy search (`greedy_k` > 1) half the
+/// budget for its later rounds.
+fn within_budget(
+    first: Vec<Vec<usize>>,
+    num_blocks: usize,
+    budget: usize,
+    greedy_k: usize,
+) -> Vec<Vec<usize>> {
+    let (head, mut sets): (Vec<_>, Vec<_>) = first.into_iter().partition(|b| b.is_empty());
+    let rank: Vec<usize> = {
+        let mut rank = vec![0; num_blocks];
+        for (i, b) in spread_order(num_blocks).into_iter().enumerate() {
+            rank[b] = i;
+        }
+        rank
+    };
+    sets.sort_by_key(|b| (rank[b[0]], b.len()));
+    let share = if greedy_k > 1 {
+        budget.div_ceil(2)
+    } else {
+        budget
+    };
+    let mut round: Vec<Vec<usize>> = head.into_iter().take(share.min(1)).collect();
+    round.extend(
+        sets.into_iter()
+            .take(share.saturating_sub(round.len()).max(1)),
+    );
+    round
+}
+
+/// The blocks `0..n` in coarse-to-fine order: the top block, the bottom one, then the midpoints
+/// of ever finer intervals, so that any prefix of the order spreads over the model's depth.
+pub fn spread_order(n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    let mut push = |b: usize, order: &mut Vec<usize>| {
+        if !seen[b] {
+            seen[b] = true;
+            order.push(b);
+        }
+    };
+    if n == 0 {
+        return order;
+    }
+    push(n - 1, &mut order);
+    push(0, &mut order);
+    let mut intervals = std::collections::VecDeque::from([(0, n - 1)]);
+    while let Some((lo, hi)) = intervals.pop_front() {
+        if hi - lo < 2 {
+            continue;
+        }
+        let mid = (lo + hi) / 2;
+        push(mid, &mut order);
+        intervals.push_back((lo, mid));
+        intervals.push_back((mid, hi));
+    }
+    for b in 0..n {
+        push(b, &mut order);
+    }
+    order
+}
+
+/// How far block `j` is from the nearest block of `set`.
+fn distance(set: &[usize], j: usize) -> usize {
+    set.iter().map(|&b| b.abs_diff(j)).min().unwrap_or(0)
 }
 
 /// Whether `a` beats `b`: higher score (lower S_val loss), then higher accuracy, then fewer

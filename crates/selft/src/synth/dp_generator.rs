@@ -251,7 +251,7 @@ fn histogram(
 }
 
 /// The labels to prompt with and how many texts to sample for each: in proportion to the noisy
-/// counts, or all of them for the one empty prompt of an LM task.
+/// counts, or all of them for the one text prompt of an LM task.
 fn sampling_plan(
     labelled: bool,
     data: &Dataset,
@@ -282,7 +282,7 @@ fn train_generator(
         .map(|e| {
             let prompt = match data.label_name(e) {
                 Some(l) if labelled => inputs.words.fill(&config.prompt, l),
-                _ => String::new(),
+                _ => inputs.words.fill_text(&config.prompt),
             };
             (prompt, e.text.clone())
         })
@@ -334,7 +334,7 @@ fn train_generator(
 }
 
 /// Step 3: samples `per_label[l]` texts for each label (prompts filled with `words`; one text
-/// for an LM task's empty prompt per count), in batches. Returns (label index or None, text).
+/// per count for an LM task's one text prompt), in batches. Returns (label index or None, text).
 fn sample_texts(
     generator: &Model,
     (words, labels): (PromptWords<'_>, &[String]),
@@ -347,7 +347,7 @@ fn sample_texts(
     for (l, &n) in per_label.iter().enumerate() {
         let prompt = match labels.get(l) {
             Some(name) => (Some(l), words.fill(&config.prompt, name)),
-            None => (None, String::new()),
+            None => (None, words.fill_text(&config.prompt)),
         };
         prompts.extend(std::iter::repeat_n(prompt, n));
     }

@@ -274,6 +274,18 @@ pub fn label_prompt(template: &str, kind: &str, label: &str, description: Option
         .replace("{description}", &description)
 }
 
+/// The prompt of unlabelled text (a language-modelling task): `template` with `{kind}` replaced
+/// by `kind` and the label's words (`{description}`, `{label}`, each with the space before it)
+/// dropped, so the default asks for "a short <kind>." — the instruction that keeps an instruct
+/// generator on task, where an empty prompt lets it chat.
+pub fn text_prompt(template: &str, kind: &str) -> String {
+    let mut prompt = template.to_string();
+    for word in ["{description}", "{label}"] {
+        prompt = prompt.replace(&format!(" {word}"), "").replace(word, "");
+    }
+    prompt.replace("{kind}", kind)
+}
+
 /// Whether a label prompt template names the label at all (`{label}` or `{description}`).
 pub fn names_label(template: &str) -> bool {
     template.contains("{label}") || template.contains("{description}")
@@ -294,6 +306,11 @@ impl PromptWords<'_> {
     pub fn fill(&self, template: &str, label: &str) -> String {
         let description = self.descriptions.get(label).map(String::as_str);
         label_prompt(template, self.kind, label, description)
+    }
+
+    /// [`text_prompt`] with this kind.
+    pub fn fill_text(&self, template: &str) -> String {
+        text_prompt(template, self.kind)
     }
 }
 
