@@ -481,8 +481,8 @@ fn a_decoder_target_classifies_through_the_whole_pipeline() {
 
 #[test]
 fn a_decoder_target_learns_the_texts_as_a_language_model() {
-    // A budget of 2 candidate sets: one single (the top block) and one greedy pair.
-    let (metrics, out, _tmp) = decoder_run("lm", &["--select-budget", "2"]);
+    // A budget of 3 candidate sets: two singles (top block first), then one greedy pair.
+    let (metrics, out, _tmp) = decoder_run("lm", &["--select-budget", "3"]);
     let eps = metrics["epsilon_pld"].as_f64().unwrap();
     assert!(eps <= 4.0 && eps > 3.99, "ledger total {eps}");
     let ppl = metrics["test"]["perplexity"].as_f64().unwrap();
@@ -529,5 +529,9 @@ fn a_decoder_target_learns_the_texts_as_a_language_model() {
         .iter()
         .map(|c| c["spec"].as_str().unwrap())
         .collect();
-    assert_eq!(specs, ["block.1", "block.0,block.1"], "{specs:?}");
+    assert_eq!(
+        specs,
+        ["block.1", "block.0", "block.0,block.1"],
+        "{specs:?}"
+    );
 }

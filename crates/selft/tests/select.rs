@@ -128,6 +128,13 @@ fn a_candidate_budget_caps_the_search_coarse_to_fine() {
     assert!(specs.len() <= 4, "{specs:?}");
     // Round 1 gets half the budget: the head and the top block.
     assert_eq!(&specs[..2], ["head", "head,block.2"], "{specs:?}");
+    // The smallest budgets: the head and the top block; the head alone.
+    for (budget, want) in [(2, &["head", "head,block.2"][..]), (1, &["head"][..])] {
+        c.max_candidates = Some(budget);
+        let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+        let specs: Vec<String> = sel.candidates.iter().map(|r| r.spec.to_string()).collect();
+        assert_eq!(specs, want, "budget {budget}");
+    }
     // Without a budget: the head, 3 singles, then up to 2 pairs.
     c.max_candidates = None;
     let all = select(&data, &tiny_bert, &c, &mut ()).unwrap();

@@ -409,6 +409,9 @@ impl Runner<'_, '_> {
                 next.sort_by_key(|&j| distance(&current.blocks, j));
                 next.truncate(budget.saturating_sub(results.len()));
             }
+            if next.is_empty() {
+                break;
+            }
             for j in next {
                 let mut blocks = current.blocks.clone();
                 blocks.push(j);
@@ -490,7 +493,7 @@ pub fn candidate_sets(candidates: Candidates, num_blocks: usize) -> Vec<Vec<usiz
 
 /// Round 1 under a budget of `budget` candidate sets: the head alone first, then the sets in
 /// [`spread_order`] of their lowest block, leaving a greedy search (`greedy_k` > 1) half the
-/// budget for its later rounds.
+/// budget for its later rounds. `budget` ≥ 1 (the configuration refuses 0).
 fn within_budget(
     first: Vec<Vec<usize>>,
     num_blocks: usize,
@@ -506,16 +509,15 @@ fn within_budget(
         rank
     };
     sets.sort_by_key(|b| (rank[b[0]], b.len()));
+    // A greedy search keeps half for its later rounds, but round 1 has a block set beside the
+    // head whenever the budget allows two (nothing grows from the head alone).
     let share = if greedy_k > 1 {
-        budget.div_ceil(2)
+        budget.div_ceil(2).max(budget.min(2))
     } else {
         budget
     };
-    let mut round: Vec<Vec<usize>> = head.into_iter().take(share.min(1)).collect();
-    round.extend(
-        sets.into_iter()
-            .take(share.saturating_sub(round.len()).max(1)),
-    );
+    let mut round: Vec<Vec<usize>> = head.into_iter().take(1).collect();
+    round.extend(sets.into_iter().take(share.saturating_sub(round.len())));
     round
 }
 
