@@ -23,8 +23,8 @@ use candle_core::Device;
 use dpselft_data::{Dataset, split_held_out};
 use dpselft_dp::{
     DpTrainer, Duration, EncodedSet, EvalMetrics, HeadChoice, OptimizerKind, PrefixCache,
-    PrefixCaches, PrivacyTarget, Start, Task, TrainConfig, TrainData, TrainSummary,
-    TrainableParams, TrainerOptions, prepare_model,
+    PrefixCaches, PrivacyTarget, Start, TrainConfig, TrainData, TrainSummary, TrainableParams,
+    TrainerOptions, prepare_model,
 };
 use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::error::{Result, SelftError, io_err};
@@ -34,7 +34,7 @@ use dpselft_selft::{Progress, Selection, SynthSection};
 use serde::{Deserialize, Serialize};
 
 use crate::grid::{CellResult, UtilityBench};
-use crate::methods::{MethodDefaults, MethodKind, MethodSettings, SelftVariant};
+use crate::methods::{MethodKind, MethodSettings, SelftVariant};
 
 /// The seed of the validation split (public randomness, the same for every method and seed).
 pub const VALIDATION_SEED: u64 = 0x7a11_da7e;
@@ -145,7 +145,7 @@ impl SharedCaches {
 }
 
 /// Padded tokens per micro-batch of every cell.
-const MAX_TOKENS: usize = 8192;
+pub(crate) const MAX_TOKENS: usize = 8192;
 
 /// A dp-selft cell: the whole pipeline at the cell's ε with the grid's shared settings; its
 /// final learning rate is the best of the shared grid on S_val.
@@ -168,6 +168,7 @@ pub(crate) fn selft_cell(
     config.run.test_data = Some(bench.test_data.clone());
     config.run.data_kind = bench.data_kind.clone();
     config.run.label_descriptions = bench.label_descriptions.clone();
+    config.run.task = bench.objective;
     config.run.epsilon = cell.epsilon.unwrap_or(f64::INFINITY);
     config.run.delta = d.delta;
     config.run.seed = Some(cell.seed);
@@ -176,6 +177,7 @@ pub(crate) fn selft_cell(
     config.run.test_limit = bench.test_limit;
     config.run.subset_seed = 0;
     config.select.perturbation = variant.perturbation;
+    config.select.max_candidates = variant.max_candidates;
     // The selection trains its candidates at the grid's geometric centre and the chosen set at
     // every rate of the grid (as multiples of the centre).
     let centre = geometric_centre(&d.lr_grid);
@@ -292,7 +294,7 @@ pub(crate) fn baseline_cell(
     let mut best: Option<(usize, TrainSummary)> = None;
     for &lr in &d.lr_grid {
         progress.message(&format!("  {} at lr {lr:.2e}", cell.method));
-        let config = baseline_config(d, trainable.clone(), lr, privacy, cell.seed);
+        let config = baseline_config(bench, trainable.clone(), lr, privacy, cell.seed);
         let run_dir = dir.join(lr_folder(lr));
         let summary = match finished_trial(&run_dir, &config)? {
             Some(summary) => {
@@ -321,9 +323,9 @@ pub(crate) fn baseline_cell(
     }
     let (i, summary) =
         best.ok_or_else(|| SelftError::Config("the learning-rate grid is empty".into()))?;
-    let config = baseline_config(d, trainable.clone(), trials[i].lr, privacy, cell.seed);
+    let config = baseline_config(bench, trainable.clone(), trials[i].lr, privacy, cell.seed);
     let model = trained_model(bench, &config, &fit, &dir.join(lr_folder(trials[i].lr)))?;
-    let test_set = EncodedSet::new(&model, &test, Task::Classify, d.max_seq_len)?;
+    let test_set = EncodedSet::new(&model, &test, bench.objective, d.max_seq_len)?;
     let test_metrics = caches.evaluate_test(&model, &test_set)?;
     Ok(CellOutcome {
         test: test_metrics,
@@ -464,14 +466,15 @@ fn baseline_spec(
 }
 
 fn baseline_config(
-    d: &MethodDefaults,
+    bench: &UtilityBench,
     trainable: TrainableSpec,
     lr: f64,
     privacy: PrivacyTarget,
     seed: u64,
 ) -> TrainConfig {
+    let d = &bench.methods_file.defaults;
     TrainConfig {
-        task: Task::Classify,
+        task: bench.objective,
         trainable,
         duration: Duration::Epochs(d.epochs),
         batch_size: d.batch_size,

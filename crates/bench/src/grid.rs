@@ -14,8 +14,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::Device;
 use dpselft_data::Dataset;
-use dpselft_model::TrainableSpec;
+use dpselft_dp::{EncodedSet, Task};
+use dpselft_model::{Model, TrainableSpec};
 use dpselft_selft::Progress;
 use dpselft_selft::error::{Result, SelftError, io_err};
 use dpselft_selft::pipeline::{self, ResolvedPaths, RunSection, Scale};
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cell::{LrTrial, SharedCaches, baseline_cell, selft_cell};
 use crate::methods::{Method, MethodKind, MethodsFile};
-use crate::table::{accuracy_chart, table_markdown};
+use crate::table::{Scoring, score_chart, table_markdown};
 use crate::{read_rows, write_rows, write_text};
 
 /// The grid to run.
@@ -31,6 +33,9 @@ use crate::{read_rows, write_rows, write_text};
 pub struct UtilityBench {
     /// Task name (for the results).
     pub task: String,
+    /// What every cell's model learns: the labels (scored by test accuracy) or the text itself
+    /// (a causal LM, scored by test perplexity).
+    pub objective: Task,
     /// Private training split.
     pub train_data: PathBuf,
     /// Test split.
@@ -74,10 +79,15 @@ pub struct CellResult {
     pub epsilon: Option<f64>,
     /// Seed.
     pub seed: u64,
-    /// Test accuracy.
-    pub accuracy: f64,
-    /// Test macro-F1.
-    pub macro_f1: f64,
+    /// Test accuracy (classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Test macro-F1 (classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
+    /// Test perplexity (language modelling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
     /// Trainable parameters of the final model.
     pub trainable_params: usize,
     /// Seconds for the cell.
@@ -119,6 +129,9 @@ pub struct CellResult {
     /// Test accuracy of always predicting the training split's most frequent label.
     #[serde(default)]
     pub majority_accuracy: Option<f64>,
+    /// Test perplexity of the pretrained model, not fine-tuned (language modelling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained_perplexity: Option<f64>,
 }
 
 impl CellResult {
@@ -128,8 +141,9 @@ impl CellResult {
             method: method.clone(),
             epsilon,
             seed,
-            accuracy: 0.0,
-            macro_f1: 0.0,
+            accuracy: None,
+            macro_f1: None,
+            perplexity: None,
             trainable_params: 0,
             wall_s: 0.0,
             epsilon_spent: None,
@@ -144,6 +158,7 @@ impl CellResult {
             lr: None,
             lr_trials: Vec::new(),
             majority_accuracy: None,
+            pretrained_perplexity: None,
         }
     }
 
@@ -166,7 +181,9 @@ pub fn run_grid(bench: &UtilityBench, progress: &mut dyn Progress) -> Result<Vec
     std::fs::create_dir_all(&bench.out).map_err(|e| io_err(&bench.out, e))?;
     let cells = cells(bench)?;
     // The floor depends on the data subsets only: computed once for every rewrite of the table.
-    let majority = majority_accuracy(bench)?;
+    // (For a language-modelling grid it also checks, before anything is trained, that the
+    // model is a causal LM.)
+    let scoring = scoring(bench)?;
     let done = read_results(bench)?;
     progress.message(&format!(
         "{} cells, {} already done",
@@ -183,16 +200,19 @@ pub fn run_grid(bench: &UtilityBench, progress: &mut dyn Progress) -> Result<Vec
             cell.seed
         ));
         let mut r = run_cell(bench, &cell, &mut caches, progress)?;
-        r.majority_accuracy = majority;
+        match scoring {
+            Scoring::Accuracy { majority } => r.majority_accuracy = majority,
+            Scoring::Perplexity { pretrained } => r.pretrained_perplexity = pretrained,
+        }
         with_results_lock(bench, || {
             let mut results = read_results(bench)?;
             results.push(r);
             write_rows(&bench.out.join("results.jsonl"), &results)?;
-            write_outputs(bench, &results, majority)
+            write_outputs(bench, &results, scoring)
         })?;
     }
     let results = read_results(bench)?;
-    with_results_lock(bench, || write_outputs(bench, &results, majority))?;
+    with_results_lock(bench, || write_outputs(bench, &results, scoring))?;
     Ok(results)
 }
 
@@ -291,8 +311,9 @@ fn run_cell(
     };
     let d = &bench.methods_file.defaults;
     Ok(CellResult {
-        accuracy: o.test.accuracy.unwrap_or(0.0),
-        macro_f1: o.test.macro_f1.unwrap_or(0.0),
+        accuracy: o.test.accuracy,
+        macro_f1: o.test.macro_f1,
+        perplexity: o.test.perplexity,
         trainable_params: o.trainable_params,
         epsilon_spent: o.epsilon_spent,
         trainable: Some(o.trainable),
@@ -323,11 +344,25 @@ fn data_section(bench: &UtilityBench) -> RunSection {
     }
 }
 
-/// The test accuracy of always predicting the training subset's most frequent label, as in
-/// every run's report.
-fn majority_accuracy(bench: &UtilityBench) -> Result<Option<f64>> {
+/// What the grid scores and its floor: for classification, the test accuracy of always
+/// predicting the training subset's most frequent label (as in every run's report); for
+/// language modelling, the test perplexity of the pretrained model.
+fn scoring(bench: &UtilityBench) -> Result<Scoring> {
     let (train, test) = load_splits(bench)?;
-    Ok(pipeline::majority_accuracy(&train, &test))
+    Ok(match bench.objective {
+        Task::Classify => Scoring::Accuracy {
+            majority: pipeline::majority_accuracy(&train, &test),
+        },
+        Task::Lm => {
+            let model = Model::load(&bench.paths.model, &Device::Cpu)?;
+            let d = &bench.methods_file.defaults;
+            let set = EncodedSet::new(&model, &test, Task::Lm, d.max_seq_len)?;
+            let metrics = dpselft_dp::evaluate(&model, &set, crate::cell::MAX_TOKENS)?;
+            Scoring::Perplexity {
+                pretrained: metrics.perplexity,
+            }
+        }
+    })
 }
 
 /// The training and test subsets every cell uses.
@@ -341,11 +376,7 @@ pub(crate) fn load_splits(bench: &UtilityBench) -> Result<(Dataset, Dataset)> {
 
 /// `table.md` and `chart.svg` over the ε values asked for and every other ε the grid's
 /// methods have results for (an earlier call with other `--epsilons`).
-fn write_outputs(
-    bench: &UtilityBench,
-    results: &[CellResult],
-    majority: Option<f64>,
-) -> Result<()> {
+fn write_outputs(bench: &UtilityBench, results: &[CellResult], scoring: Scoring) -> Result<()> {
     let mut epsilons = bench.epsilons.clone();
     for r in results.iter().filter(|r| bench.methods.contains(&r.method)) {
         if let Some(e) = r.epsilon
@@ -355,9 +386,9 @@ fn write_outputs(
         }
     }
     epsilons.sort_by(f64::total_cmp);
-    let table = table_markdown(&bench.methods, &epsilons, results, majority);
+    let table = table_markdown(&bench.methods, &epsilons, results, scoring);
     write_text(&bench.out.join("table.md"), &table)?;
-    let chart = accuracy_chart(&bench.methods, &epsilons, results);
+    let chart = score_chart(&bench.methods, &epsilons, results, scoring);
     dpselft_chart::write(&chart, &bench.out.join("chart.svg"))?;
     Ok(())
 }

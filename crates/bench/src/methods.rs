@@ -113,13 +113,17 @@ impl MethodDefaults {
     }
 }
 
-/// A dp-selft method's own choices: the selection's perturbation and the synthesizer.
+/// A dp-selft method's own choices: the selection's perturbation, the synthesizer and the
+/// candidate budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SelftVariant {
     /// `perturb=`: the selection's perturbation (default worst-case).
     pub perturbation: Perturbation,
     /// `synth=`: one of [`SYNTHESIZERS`] with its default settings (default: the run's default).
     pub synthesizer: Option<&'static str>,
+    /// `budget=N`: at most N candidate sets trained (`select.max_candidates`; default: the
+    /// whole search) — what makes the search affordable on a 30-block decoder.
+    pub max_candidates: Option<usize>,
 }
 
 impl SelftVariant {
@@ -127,9 +131,11 @@ impl SelftVariant {
     pub const DEFAULT: SelftVariant = SelftVariant {
         perturbation: Perturbation::WorstCase,
         synthesizer: None,
+        max_candidates: None,
     };
 
-    /// The options after `dp-selft:`, comma-separated `perturb=<regime>` and `synth=<name>`.
+    /// The options after `dp-selft:`, comma-separated `perturb=<regime>`, `synth=<name>` and
+    /// `budget=<N ≥ 1>`.
     fn parse(options: &str) -> std::result::Result<Self, String> {
         let mut v = Self::DEFAULT;
         for option in options.split(',') {
@@ -141,9 +147,13 @@ impl SelftVariant {
                         format!("synth={s}: expected {}", SYNTHESIZERS.join(" or "))
                     })?);
                 }
+                Some(("budget", n)) => match n.parse::<usize>() {
+                    Ok(n) if n > 0 => v.max_candidates = Some(n),
+                    _ => return Err(format!("budget={n}: expected a number of candidates ≥ 1")),
+                },
                 _ => {
                     return Err(format!(
-                        "`{option}` is not perturb=<regime> or synth=<name>"
+                        "`{option}` is not perturb=<regime>, synth=<name> or budget=<N>"
                     ));
                 }
             }
@@ -201,7 +211,8 @@ impl FromStr for Method {
                 None if name.starts_with("dp-selft") => {
                     return Err(SelftError::Config(format!(
                         "method `{name}`: expected dp-selft or dp-selft:<options> \
-                         (perturb=worst-case|gaussian|none, synth=dp-generator|private-evolution)"
+                         (perturb=worst-case|gaussian|none, synth=dp-generator|private-evolution, \
+                         budget=N)"
                     )));
                 }
                 None => MethodKind::Baseline,
@@ -266,7 +277,11 @@ mod tests {
         let both = selft("dp-selft:synth=private-evolution,perturb=gaussian");
         assert_eq!(both.perturbation, Perturbation::Gaussian);
         assert_eq!(both.synthesizer, Some("private-evolution"));
+        assert_eq!(selft("dp-selft:budget=4").max_candidates, Some(4));
+        assert_eq!(selft("dp-selft").max_candidates, None);
         for bad in [
+            "dp-selft:budget=0",
+            "dp-selft:budget=x",
             "dp-selft:synth=gpt",
             "dp-selft:lr=1",
             "dp-selft:",

@@ -1,6 +1,7 @@
-//! The grid's report for people: `table.md` (accuracy and macro-F1, mean ± sample std per method
-//! and ε, the best private mean per column in bold; every cell's row; the majority-class floor)
-//! and `chart.svg` / `chart.png` (accuracy against ε).
+//! The grid's report for people: `table.md` (classification: accuracy and macro-F1; language
+//! modelling: perplexity; mean ± sample std per method and ε, the best private mean per column
+//! in bold; every cell's row; the floor a method must beat) and `chart.svg` / `chart.png` (the
+//! score against ε).
 
 use std::fmt::Write as _;
 
@@ -9,17 +10,46 @@ use dpselft_chart::{Chart, LineChart, Series};
 use crate::grid::CellResult;
 use crate::methods::Method;
 
+/// What the grid scores, and its floor: what a method must beat to have learned anything.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scoring {
+    /// Test accuracy and macro-F1 (higher is better); the floor: always predicting the
+    /// training split's most frequent label.
+    Accuracy {
+        /// The floor's test accuracy, if known.
+        majority: Option<f64>,
+    },
+    /// Test perplexity (lower is better); the floor: the pretrained model, not fine-tuned.
+    Perplexity {
+        /// The floor's test perplexity, if known.
+        pretrained: Option<f64>,
+    },
+}
+
+/// A cell's score.
+type Metric = fn(&CellResult) -> Option<f64>;
+
+impl Scoring {
+    /// The headline score, its name, and whether lower is better.
+    fn headline(self) -> (Metric, &'static str, bool) {
+        match self {
+            Scoring::Accuracy { .. } => (|r| r.accuracy, "test accuracy", false),
+            Scoring::Perplexity { .. } => (|r| r.perplexity, "test perplexity", true),
+        }
+    }
+}
+
 /// (mean, sample std, count) of `metric` over the seeds of one method at one ε.
 fn stats(
     results: &[CellResult],
     method: &Method,
     epsilon: Option<f64>,
-    metric: fn(&CellResult) -> f64,
+    metric: Metric,
 ) -> Option<(f64, f64, usize)> {
     let acc: Vec<f64> = results
         .iter()
         .filter(|r| &r.method == method && same_epsilon(r.epsilon, epsilon))
-        .map(metric)
+        .filter_map(metric)
         .collect();
     if acc.is_empty() {
         return None;
@@ -38,16 +68,17 @@ fn same_epsilon(a: Option<f64>, b: Option<f64>) -> bool {
     a.map(f64::to_bits) == b.map(f64::to_bits)
 }
 
-/// The grid's report: mean ± sample std over seeds of test accuracy, then of macro-F1, per
-/// method (rows) and ε (columns; ∞ for non-private), the best private mean per column in bold;
-/// then one row per cell (the trainable set it trained, parameters, ε spent, wall time) and the
-/// total wall time. `majority`: the test accuracy of always predicting the training split's most
-/// frequent label, if known. Results of other methods or ε in `results.jsonl` are left out.
+/// The grid's report: mean ± sample std over seeds of the score (classification: test
+/// accuracy, then macro-F1; language modelling: test perplexity) per method (rows) and ε
+/// (columns; ∞ for non-private), the best private mean per column in bold; the floor of
+/// `scoring`; then one row per cell (the trainable set it trained, parameters, ε spent, wall
+/// time) and the total wall time. Results of other methods or ε in `results.jsonl` are left
+/// out.
 pub fn table_markdown(
     methods: &[Method],
     epsilons: &[f64],
     results: &[CellResult],
-    majority: Option<f64>,
+    scoring: Scoring,
 ) -> String {
     let in_grid: Vec<&CellResult> = methods
         .iter()
@@ -57,19 +88,33 @@ pub fn table_markdown(
                 .is_none_or(|e| epsilons.iter().any(|&x| x.to_bits() == e.to_bits()))
         })
         .collect();
-    let mut s = String::from("## Test accuracy\n\n");
-    s += &metric_table(methods, epsilons, results, |r| r.accuracy);
-    if let Some(m) = majority {
-        let _ = writeln!(
-            s,
-            "\nAlways predicting the training subset's most frequent label: {m:.4}."
-        );
+    let (metric, name, lower) = scoring.headline();
+    let mut s = match scoring {
+        Scoring::Accuracy { .. } => String::from("## Test accuracy\n\n"),
+        Scoring::Perplexity { .. } => String::from("## Test perplexity (lower is better)\n\n"),
+    };
+    s += &metric_table(methods, epsilons, results, metric, lower);
+    match scoring {
+        Scoring::Accuracy { majority: Some(m) } => {
+            let _ = writeln!(
+                s,
+                "\nAlways predicting the training subset's most frequent label: {m:.4}."
+            );
+        }
+        Scoring::Perplexity {
+            pretrained: Some(p),
+        } => {
+            let _ = writeln!(s, "\nThe pretrained model, not fine-tuned: {p:.4}.");
+        }
+        _ => {}
     }
-    s += "\n![test accuracy against ε](chart.svg)\n";
-    s += "\n## Test macro-F1\n\n";
-    s += &metric_table(methods, epsilons, results, |r| r.macro_f1);
+    let _ = writeln!(s, "\n![{name} against ε](chart.svg)");
+    if let Scoring::Accuracy { .. } = scoring {
+        s += "\n## Test macro-F1\n\n";
+        s += &metric_table(methods, epsilons, results, |r| r.macro_f1, false);
+    }
     s += "\n## Every cell\n\n";
-    s += &cell_rows(&in_grid);
+    s += &cell_rows(&in_grid, scoring);
     let total: f64 = in_grid.iter().map(|r| r.wall_s).sum();
     let _ = writeln!(
         s,
@@ -83,17 +128,28 @@ pub fn table_markdown(
 
 /// One row per cell: what it trained, its regime (n, B, T, σ, the chosen learning rate) and its
 /// results; then, for grids with the learning-rate rule, how the rates were chosen.
-fn cell_rows(cells: &[&CellResult]) -> String {
-    let mut s = String::from(
+fn cell_rows(cells: &[&CellResult], scoring: Scoring) -> String {
+    let (scores, score_cols) = match scoring {
+        Scoring::Accuracy { .. } => ("accuracy | macro-F1", "---:|---:|"),
+        Scoring::Perplexity { .. } => ("perplexity", "---:|"),
+    };
+    let mut s = format!(
         "| method | ε | seed | trainable set | parameters | n train | n val | B | epochs | T | σ | \
-         lr | accuracy | macro-F1 | ε spent | wall time |\n",
+         lr | {scores} | ε spent | wall time |\n"
     );
-    s += "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|";
+    s += score_cols;
+    s += "---:|---:|\n";
     let opt = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+    let score = |v: Option<f64>| opt(v.map(|x| format!("{x:.4}")));
     for r in cells {
+        let result = match scoring {
+            Scoring::Accuracy { .. } => format!("{} | {}", score(r.accuracy), score(r.macro_f1)),
+            Scoring::Perplexity { .. } => score(r.perplexity),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {:.0} s |",
+            "| {} | {} | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s |",
             r.method,
             r.epsilon.map_or("∞".into(), |e| e.to_string()),
             r.seed,
@@ -112,8 +168,7 @@ fn cell_rows(cells: &[&CellResult]) -> String {
             opt(r.steps.map(|t| t.to_string())),
             opt(r.sigma.map(|x| format!("{x:.3}"))),
             opt(r.lr.map(|l| format!("{l:.2e}"))),
-            r.accuracy,
-            r.macro_f1,
+            result,
             r.epsilon_spent.map_or("–".into(), |e| format!("{e:.4}")),
             r.wall_s
         );
@@ -128,12 +183,14 @@ fn cell_rows(cells: &[&CellResult]) -> String {
     s
 }
 
-/// One metric's mean ± std per method and ε; the best private mean per column in bold.
+/// One metric's mean ± std per method and ε; the best private mean per column (the lowest when
+/// `lower` is better) in bold.
 fn metric_table(
     methods: &[Method],
     epsilons: &[f64],
     results: &[CellResult],
-    metric: fn(&CellResult) -> f64,
+    metric: Metric,
+    lower: bool,
 ) -> String {
     let mut cols: Vec<Option<f64>> = epsilons.iter().map(|&e| Some(e)).collect();
     cols.push(None);
@@ -150,7 +207,9 @@ fn metric_table(
             methods
                 .iter()
                 .filter_map(|m| stats(results, m, c, metric).map(|x| x.0))
-                .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+                .fold(None, |a: Option<f64>, v| {
+                    Some(a.map_or(v, |a| if lower { a.min(v) } else { a.max(v) }))
+                })
         })
         .collect();
     for m in methods {
@@ -173,8 +232,14 @@ fn metric_table(
     s
 }
 
-/// Accuracy against ε, one line per method (mean over seeds), its non-private mean dashed.
-pub fn accuracy_chart(methods: &[Method], epsilons: &[f64], results: &[CellResult]) -> Chart {
+/// The score against ε, one line per method (mean over seeds), its non-private mean dashed.
+pub fn score_chart(
+    methods: &[Method],
+    epsilons: &[f64],
+    results: &[CellResult],
+    scoring: Scoring,
+) -> Chart {
+    let (metric, name, _) = scoring.headline();
     let series = methods
         .iter()
         .map(|m| Series {
@@ -183,16 +248,16 @@ pub fn accuracy_chart(methods: &[Method], epsilons: &[f64], results: &[CellResul
                 .iter()
                 .enumerate()
                 .filter_map(|(i, &e)| {
-                    stats(results, m, Some(e), |r| r.accuracy).map(|(mean, _, _)| (i, mean))
+                    stats(results, m, Some(e), metric).map(|(mean, _, _)| (i, mean))
                 })
                 .collect(),
-            reference: stats(results, m, None, |r| r.accuracy).map(|(mean, _, _)| mean),
+            reference: stats(results, m, None, metric).map(|(mean, _, _)| mean),
         })
         .collect();
     Chart::Lines(LineChart {
-        title: "test accuracy against ε (dashed: non-private)".into(),
+        title: format!("{name} against ε (dashed: non-private)"),
         x_ticks: epsilons.iter().map(|e| format!("ε = {e}")).collect(),
-        y_label: "test accuracy (mean over seeds)".into(),
+        y_label: format!("{name} (mean over seeds)"),
         series,
     })
 }

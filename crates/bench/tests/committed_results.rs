@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use dpselft_bench::table::table_markdown;
+use dpselft_bench::table::{Scoring, table_markdown};
 use dpselft_bench::{CellResult, Method, MethodsFile};
 
 fn results(task: &str) -> Vec<CellResult> {
@@ -60,7 +60,7 @@ fn committed_table_is_reproduced(task: &str) {
     epsilons.sort_by(f64::total_cmp);
     epsilons.dedup();
     let majority = rs.iter().find_map(|r| r.majority_accuracy);
-    let ours = table_markdown(&methods, &epsilons, &rs, majority);
+    let ours = table_markdown(&methods, &epsilons, &rs, Scoring::Accuracy { majority });
     // The committed table also states the majority floor; compare the metric rows.
     let rows: Vec<&str> = ours
         .lines()

@@ -1,9 +1,10 @@
 //! `table.md` of the utility grid from hand-made results: means and sample standard deviations
 //! computed by hand, the best private mean per column in bold (never the non-private one), the
-//! macro-F1 table, one row per cell of the grid and none for results outside it.
+//! macro-F1 table, one row per cell of the grid and none for results outside it; a language-
+//! modelling grid's perplexity table, where the lowest mean is the best.
 
 use dpselft_bench::CellResult;
-use dpselft_bench::table::table_markdown;
+use dpselft_bench::table::{Scoring, table_markdown};
 
 fn cell(method: &str, epsilon: Option<f64>, seed: u64, accuracy: f64, macro_f1: f64) -> CellResult {
     CellResult {
@@ -11,8 +12,9 @@ fn cell(method: &str, epsilon: Option<f64>, seed: u64, accuracy: f64, macro_f1: 
         method: method.parse().unwrap(),
         epsilon,
         seed,
-        accuracy,
-        macro_f1,
+        accuracy: Some(accuracy),
+        macro_f1: Some(macro_f1),
+        perplexity: None,
         trainable_params: 1000 + seed as usize,
         wall_s: 60.0,
         epsilon_spent: epsilon.map(|e| e - 0.0003),
@@ -27,6 +29,7 @@ fn cell(method: &str, epsilon: Option<f64>, seed: u64, accuracy: f64, macro_f1: 
         lr: Some(3.16e-3),
         lr_trials: Vec::new(),
         majority_accuracy: Some(0.5),
+        pretrained_perplexity: None,
     }
 }
 
@@ -46,7 +49,10 @@ fn table() -> String {
         .iter()
         .map(|m| m.parse().unwrap())
         .collect();
-    table_markdown(&methods, &[1.0, 3.0], &results, Some(0.25))
+    let scoring = Scoring::Accuracy {
+        majority: Some(0.25),
+    };
+    table_markdown(&methods, &[1.0, 3.0], &results, scoring)
 }
 
 #[test]
@@ -112,6 +118,71 @@ fn one_row_per_cell_of_the_grid_only() {
     );
     assert!(
         cells.contains("6 cells, 360 s (0.1 h) of runs in all."),
+        "{cells}"
+    );
+}
+
+/// A language-modelling cell: perplexity only.
+fn lm_cell(method: &str, epsilon: Option<f64>, seed: u64, perplexity: f64) -> CellResult {
+    CellResult {
+        accuracy: None,
+        macro_f1: None,
+        perplexity: Some(perplexity),
+        majority_accuracy: None,
+        pretrained_perplexity: Some(66.25),
+        ..cell(method, epsilon, seed, 0.0, 0.0)
+    }
+}
+
+#[test]
+fn a_language_modelling_grid_reports_perplexity_and_the_lowest_mean_is_best() {
+    let results = vec![
+        lm_cell("a", Some(3.0), 0, 20.0),
+        lm_cell("a", Some(3.0), 1, 22.0),
+        lm_cell("b", Some(3.0), 0, 30.0),
+        lm_cell("np", None, 0, 10.0),
+    ];
+    let methods: Vec<_> = ["a", "b", "np"]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+    let scoring = Scoring::Perplexity {
+        pretrained: Some(66.25),
+    };
+    let t = table_markdown(&methods, &[3.0], &results, scoring);
+    let (scores, cells) = t.split_once("## Every cell").unwrap();
+    assert!(
+        scores.starts_with("## Test perplexity (lower is better)"),
+        "{t}"
+    );
+    // a: mean 21, sample std sqrt((1 + 1) / 1) = 1.4142; the lower mean is in bold, and the
+    // non-private one never is.
+    assert!(
+        scores.contains("| a | **21.0000 ± 1.4142 (n=2)** | – |"),
+        "{scores}"
+    );
+    assert!(
+        scores.contains("| b | 30.0000 ± 0.0000 (n=1) | – |"),
+        "{scores}"
+    );
+    assert!(
+        scores.contains("| np | – | 10.0000 ± 0.0000 (n=1) |"),
+        "{scores}"
+    );
+    assert!(
+        scores.contains("The pretrained model, not fine-tuned: 66.2500."),
+        "{scores}"
+    );
+    assert!(!t.contains("accuracy") && !t.contains("macro-F1"), "{t}");
+    assert!(
+        cells.contains("| lr | perplexity | ε spent | wall time |"),
+        "{cells}"
+    );
+    assert!(
+        cells.contains(
+            "| b | 3 | 0 | `head,last:1` | 1000 | 900 | 100 | 64 | 5 | 70 | 1.250 | 3.16e-3 | \
+             30.0000 | 2.9997 | 60 s |"
+        ),
         "{cells}"
     );
 }

@@ -69,6 +69,10 @@ pub enum TaskArg {
     BrownGenre,
     /// SpamAssassin spam/ham.
     Spam,
+    /// SpamAssassin's ham as unlabelled mail: language modelling, scored by test perplexity
+    /// (the target must be a causal LM, e.g. `--model smollm2 --methods-file
+    /// bench/methods-lm.toml`).
+    HamLm,
 }
 
 /// Runs `dpselft bench utility`.
@@ -78,6 +82,7 @@ impl TaskArg {
         match self {
             TaskArg::BrownGenre => dpselft_data::BenchmarkTask::BrownGenre,
             TaskArg::Spam => dpselft_data::BenchmarkTask::Spam,
+            TaskArg::HamLm => dpselft_data::BenchmarkTask::HamLm,
         }
     }
 }
@@ -105,6 +110,11 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
     let limit = |given: Option<usize>| given.filter(|&l| l > 0);
     let bench = UtilityBench {
         task: task.name().to_string(),
+        objective: if task.is_language_modelling() {
+            dpselft_dp::Task::Lm
+        } else {
+            dpselft_dp::Task::Classify
+        },
         train_data,
         test_data,
         data_kind: task.data_kind().into(),

@@ -135,6 +135,7 @@ pub fn grid_bench(root: &Path, methods: &[&str], epsilons: &[f64]) -> UtilityBen
     std::fs::write(root.join("methods.toml"), METHODS).unwrap();
     UtilityBench {
         task: "tiny".into(),
+        objective: dpselft_dp::Task::Classify,
         train_data: root.join("train.jsonl"),
         test_data: root.join("test.jsonl"),
         data_kind: "text".into(),
