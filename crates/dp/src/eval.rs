@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DpError, Result};
 use crate::prefix::PrefixCache;
-use crate::sampler::split_by_tokens;
+use crate::sampler::{micro_batch_tokens, split_by_tokens};
 use crate::task::{EncodedSet, per_example_loss_masked, to_f64s};
 
 /// What an evaluation measured.
@@ -69,7 +69,7 @@ pub fn evaluate_cached(
     let mut tokens = 0usize;
     let mut gold = Vec::new();
     let mut pred = Vec::new();
-    for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
+    for mb in split_by_tokens(&all, &set.lengths, micro_batch_tokens(model, max_tokens))? {
         let (batch, labels) = set.batch(model, &mb)?;
         let out = match prefix.as_deref_mut() {
             Some(cache) => {
@@ -124,7 +124,7 @@ pub fn evaluate_cached(
 pub fn example_logits(model: &Model, set: &EncodedSet, max_tokens: usize) -> Result<Vec<Vec<f32>>> {
     let all: Vec<usize> = (0..set.len()).collect();
     let mut rows: Vec<(usize, Vec<f32>)> = Vec::with_capacity(set.len());
-    for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
+    for mb in split_by_tokens(&all, &set.lengths, micro_batch_tokens(model, max_tokens))? {
         let (batch, _) = set.batch(model, &mb)?;
         let out = model.forward_train(&batch, Ctx::plain())?.detach();
         let per_example = match &model.head {

@@ -14,7 +14,7 @@ use crate::bridge::TrainableParams;
 use crate::clip::per_example_norms;
 use crate::error::Result;
 use crate::norms::{GradRecord, NormMethod};
-use crate::sampler::split_by_tokens;
+use crate::sampler::{micro_batch_tokens, split_by_tokens};
 use crate::step::record_examples;
 use crate::task::{EncodedSet, to_f64s};
 
@@ -38,7 +38,8 @@ pub fn per_example_grad_norms(
     max_tokens: usize,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let params = TrainableParams::of(model)?;
-    let micro_batches = split_by_tokens(indices, &set.lengths, max_tokens)?;
+    let micro_batches =
+        split_by_tokens(indices, &set.lengths, micro_batch_tokens(model, max_tokens))?;
     let mut by_index: HashMap<usize, (f64, f64)> = HashMap::with_capacity(indices.len());
     for mb in &micro_batches {
         let rec = record_examples(model, &params, set, mb, None)?;

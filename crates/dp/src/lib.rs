@@ -63,7 +63,7 @@ pub use optim::{
 pub use plan::{NoisePlan, TrainPlan, plan_noise};
 pub use prefix::{PrefixCache, PrefixCaches};
 pub use rng::{NoiseRng, NoiseRngState, SeedSource};
-pub use sampler::{PoissonSampler, split_by_tokens};
+pub use sampler::{PoissonSampler, micro_batch_tokens, split_by_tokens};
 pub use step::{ClippedBatch, MicroBatch, RecordedGrads, clip_sum, record_examples, record_grads};
 pub use task::{EncodedSet, Task, per_example_loss, per_example_loss_masked};
 pub use trainer::DpTrainer;

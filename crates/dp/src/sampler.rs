@@ -6,6 +6,8 @@
 //! nothing in the analysis.
 
 use crate::error::{Result, invalid, shape_err};
+use dpselft_model::{Head, Model};
+
 use crate::rng::NoiseRng;
 
 /// Poisson sampler over `n` examples with rate `q`.
@@ -68,6 +70,25 @@ impl PoissonSampler {
     pub fn sample(&self, rng: &mut NoiseRng) -> Vec<usize> {
         (0..self.n).filter(|_| rng.uniform_f64() < self.q).collect()
     }
+}
+
+/// Floats of one micro-batch's LM logits (tokens × vocabulary) that [`micro_batch_tokens`]
+/// allows: 2²⁵, 128 MiB per f32 copy (the logits, their log-softmax and their gradient each
+/// hold one).
+const LM_LOGITS_BUDGET: usize = 1 << 25;
+
+/// The padded tokens per micro-batch for `model`: `max_tokens`, capped for a causal-LM head so
+/// that one micro-batch's logits stay within [`LM_LOGITS_BUDGET`]. The logits are what a large
+/// vocabulary makes huge: at SmolLM2's 49,152 tokens, 4,096 tokens' logits are 0.8 GB per copy,
+/// and with the activations kept to backpropagate through its 30 blocks one DP-LoRA step of
+/// 64 × 64 tokens ran out of 24 GB. The cap also bounds those activations (they scale with the
+/// micro-batch). Micro-batching changes no result ([`split_by_tokens`]).
+pub fn micro_batch_tokens(model: &Model, max_tokens: usize) -> usize {
+    if model.head != Head::CausalLm {
+        return max_tokens;
+    }
+    let cap = LM_LOGITS_BUDGET / model.arch().vocab_size().max(1);
+    max_tokens.min(cap.max(1))
 }
 
 /// Split a logical batch into micro-batches of at most `max_tokens` *padded* tokens each

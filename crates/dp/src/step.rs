@@ -17,7 +17,7 @@ use crate::clip::{ClippedSumAccumulator, Clipping};
 use crate::error::Result;
 use crate::norms::NormMethod;
 use crate::prefix::PrefixCache;
-use crate::sampler::split_by_tokens;
+use crate::sampler::{micro_batch_tokens, split_by_tokens};
 use crate::task::{EncodedSet, per_example_loss_masked, to_f64s};
 
 /// The inputs of one physical micro-batch.
@@ -109,7 +109,7 @@ pub struct ClippedBatch {
 }
 
 /// Σ_i c_i g_i over the examples `batch` of `set`: micro-batches of at most `max_tokens` padded
-/// tokens, each recorded ([`record_examples`], through `prefix` when given) and clipped
+/// tokens (fewer for a large LM vocabulary: [`micro_batch_tokens`]), each recorded ([`record_examples`], through `prefix` when given) and clipped
 /// ([`clip_groups`]), the sums added.
 ///
 /// Guarantee: as [`clip_groups`] — every example's contribution over all trainable parameters
@@ -123,6 +123,7 @@ pub fn clip_sum(
     clipping: &Clipping,
     max_tokens: usize,
 ) -> Result<ClippedBatch> {
+    let max_tokens = micro_batch_tokens(model, max_tokens);
     let micro_batches = split_by_tokens(batch, &set.lengths, max_tokens)?;
     let mut acc = ClippedSumAccumulator::new();
     let (mut loss_sum, mut clipped) = (0.0, 0usize);

@@ -107,3 +107,26 @@ fn micro_batch_edge_cases() {
     assert!(split_by_tokens(&[3], &lengths, 100).is_err());
     assert!(split_by_tokens(&[0], &lengths, 0).is_err());
 }
+
+/// A causal LM's micro-batches are capped so that their logits (tokens × vocabulary) stay
+/// within 2²⁵ floats; a classifier's, and a small vocabulary's, are not.
+#[test]
+fn a_large_vocabulary_caps_the_micro_batch_tokens() {
+    use candle_core::{DType, Device};
+    use dpselft_dp::micro_batch_tokens;
+    use dpselft_model::{Head, Model};
+    let big = dpselft_testkit::tiny_llama_config(1 << 16, true);
+    let mut lm = Model::random(big, 0.02, 0, DType::F32, &Device::Cpu).unwrap();
+    lm.head = Head::CausalLm;
+    assert_eq!(micro_batch_tokens(&lm, 8192), (1 << 25) / (1 << 16));
+    assert_eq!(micro_batch_tokens(&lm, 100), 100);
+    let mut classifier = lm.clone();
+    classifier
+        .set_classifier(vec!["a".into(), "b".into()], lm.default_pooling(), 0)
+        .unwrap();
+    assert_eq!(micro_batch_tokens(&classifier, 8192), 8192);
+    let small = dpselft_testkit::tiny_llama_config(20, true);
+    let mut lm = Model::random(small, 0.02, 0, DType::F32, &Device::Cpu).unwrap();
+    lm.head = Head::CausalLm;
+    assert_eq!(micro_batch_tokens(&lm, 8192), 8192);
+}

@@ -17,7 +17,7 @@ use crate::layers::Ctx;
 use crate::loader::Weights;
 use crate::params::ParamStore;
 use crate::tokenizer::SpecialTokens;
-use crate::units::UnitId;
+use crate::units::{BlockPart, UnitId};
 
 /// A model family (BERT, Llama, …): its sizes, parameter naming, forward pass pieces, trainable
 /// units and Hugging Face export. Implemented by each family's config struct; object-safe, so
@@ -159,6 +159,11 @@ pub trait Architecture: std::fmt::Debug {
 
     /// The unit parameter `name` belongs to (LoRA factors of a block belong to the block).
     fn unit_of(&self, name: &str) -> Option<UnitId>;
+
+    /// The part of a block (attention, MLP, norms) a base parameter of the block belongs to,
+    /// from its name inside the block (`"self_attn.q_proj.weight"`); `None` for a name that is
+    /// not one of the family's block parameters.
+    fn block_part_of(&self, name_in_block: &str) -> Option<BlockPart>;
 
     /// The module LoRA adapts in a block for a target among q, k, v, o, gate, up, down
     /// (`"self_attn.q_proj"`), or `None` if the family has no such projection.

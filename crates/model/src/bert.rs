@@ -18,7 +18,7 @@ use crate::ops::activation;
 use crate::ops::attention::{attention_forward, padding_mask};
 use crate::params::ParamStore;
 use crate::tokenizer::SpecialTokens;
-use crate::units::UnitId;
+use crate::units::{BlockPart, UnitId};
 
 fn default_layer_norm_eps() -> f64 {
     1e-12
@@ -461,6 +461,20 @@ impl Architecture for BertConfig {
             Some(UnitId::Block(i))
         } else if name.starts_with("classifier.") {
             Some(UnitId::Head)
+        } else {
+            None
+        }
+    }
+    /// The two LayerNorms are the norms; the rest of `attention.` the attention; the
+    /// intermediate and output dense layers the MLP.
+    fn block_part_of(&self, name_in_block: &str) -> Option<BlockPart> {
+        let n = name_in_block;
+        if n.starts_with("attention.output.LayerNorm.") || n.starts_with("output.LayerNorm.") {
+            Some(BlockPart::Norms)
+        } else if n.starts_with("attention.") {
+            Some(BlockPart::Attention)
+        } else if n.starts_with("intermediate.") || n.starts_with("output.dense.") {
+            Some(BlockPart::Mlp)
         } else {
             None
         }

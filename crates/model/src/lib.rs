@@ -97,4 +97,4 @@ pub use layers::Ctx;
 pub use model::Model;
 pub use records::{Record, RecordKind, Recorder};
 pub use trainable::{TrainableSpec, TrainableSummary};
-pub use units::{Unit, UnitId};
+pub use units::{BlockPart, Unit, UnitId};

@@ -20,7 +20,7 @@ use crate::ops::attention::{attention_forward, causal_mask, padding_mask};
 use crate::ops::rope::{rope_forward, rope_tables};
 use crate::params::ParamStore;
 use crate::tokenizer::SpecialTokens;
-use crate::units::UnitId;
+use crate::units::{BlockPart, UnitId};
 
 fn default_max_pos() -> usize {
     512
@@ -469,6 +469,18 @@ impl Architecture for LlamaConfig {
             Some(UnitId::FinalNorm)
         } else if name == LM_HEAD || name.starts_with("score.") {
             Some(UnitId::Head)
+        } else {
+            None
+        }
+    }
+    fn block_part_of(&self, name_in_block: &str) -> Option<BlockPart> {
+        let n = name_in_block;
+        if n == "input_layernorm.weight" || n == "post_attention_layernorm.weight" {
+            Some(BlockPart::Norms)
+        } else if n.starts_with("self_attn.") {
+            Some(BlockPart::Attention)
+        } else if n.starts_with("mlp.") {
+            Some(BlockPart::Mlp)
         } else {
             None
         }

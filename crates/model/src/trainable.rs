@@ -3,8 +3,9 @@
 //! (LoRA factors created, chosen parameters turned into variables).
 //!
 //! Grammar: items separated by `,` or `;`. Units: `embeddings`, `block.N`, `block.A-B`
-//! (inclusive), `final_norm`, `head`, `all` (every unit), `last:K` / `first:K` (the top / bottom
-//! K blocks). Adapters: `bitfit` (every bias and norm weight), `lora[:r=R][,alpha=A][,targets=q+v]`
+//! (inclusive), `block.N.attn` / `block.N.mlp` / `block.N.norms` (a part of block N: its
+//! attention projections, its feed-forward network, its norms), `final_norm`, `head`, `all`
+//! (every unit), `last:K` / `first:K` (the top / bottom K blocks). Adapters: `bitfit` (every bias and norm weight), `lora[:r=R][,alpha=A][,targets=q+v]`
 //! (targets among q, k, v, o, gate, up, down; defaults r = 8, α = 16, targets q+v); a `key=value`
 //! item after `lora` belongs to it.
 
@@ -16,7 +17,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::error::{ModelError, Result};
 use crate::model::Model;
-use crate::units::{UnitId, unit_params};
+use crate::units::{BlockPart, UnitId, part_params, unit_params};
 
 /// A unit selector before resolution against a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,6 +32,8 @@ pub enum UnitSel {
     Last(usize),
     /// The bottom K blocks.
     First(usize),
+    /// One part of block i.
+    Part(usize, BlockPart),
 }
 
 /// LoRA settings.
@@ -182,9 +185,13 @@ impl TrainableSpec {
             what,
         };
         let mut ids: BTreeSet<UnitId> = BTreeSet::new();
+        let mut parts: BTreeSet<(usize, BlockPart)> = BTreeSet::new();
         for sel in &self.units {
             match *sel {
-                UnitSel::Unit(UnitId::Block(i)) | UnitSel::Blocks(i, _) | UnitSel::Blocks(_, i)
+                UnitSel::Unit(UnitId::Block(i))
+                | UnitSel::Blocks(i, _)
+                | UnitSel::Blocks(_, i)
+                | UnitSel::Part(i, _)
                     if i >= l =>
                 {
                     return Err(err(format!(
@@ -215,9 +222,15 @@ impl TrainableSpec {
                 }
                 UnitSel::Last(k) => ids.extend((l - k..l).map(UnitId::Block)),
                 UnitSel::First(k) => ids.extend((0..k).map(UnitId::Block)),
+                UnitSel::Part(i, part) => {
+                    parts.insert((i, part));
+                }
             }
         }
         let mut names: BTreeSet<String> = BTreeSet::new();
+        for (i, part) in parts {
+            names.extend(part_params(m, i, part));
+        }
         for id in ids {
             for n in unit_params(m, id) {
                 // LoRA factors are trained through `lora`, base weights through units.
@@ -289,8 +302,9 @@ fn parse_plain_item(
                 .strip_prefix("block.")
                 .or(lower.strip_prefix("blocks."))
             {
-                parse_blocks(rest)
-                    .ok_or_else(|| format!("`{item}`: expected `block.N` or `block.A-B`"))?
+                parse_blocks(rest).ok_or_else(|| {
+                    format!("`{item}`: expected `block.N`, `block.A-B` or `block.N.attn|mlp|norms`")
+                })?
             } else {
                 return Err(format!(
                     "unknown item `{item}` (expected embeddings, block.N, block.A-B, \
@@ -303,6 +317,9 @@ fn parse_plain_item(
 }
 
 fn parse_blocks(rest: &str) -> Option<UnitSel> {
+    if let Some((i, part)) = rest.split_once('.') {
+        return Some(UnitSel::Part(i.parse().ok()?, BlockPart::from_name(part)?));
+    }
     match rest.split_once('-') {
         Some((a, b)) => Some(UnitSel::Blocks(a.parse().ok()?, b.parse().ok()?)),
         None => Some(UnitSel::Unit(UnitId::Block(rest.parse().ok()?))),
@@ -433,6 +450,16 @@ mod tests {
             TrainableSpec::parse("block.2-4").unwrap().units,
             vec![UnitSel::Blocks(2, 4)]
         );
+        let s = TrainableSpec::parse("head,block.3.mlp,block.3.attn,block.0.norms").unwrap();
+        assert_eq!(
+            s.units[1..],
+            [
+                UnitSel::Part(3, BlockPart::Mlp),
+                UnitSel::Part(3, BlockPart::Attention),
+                UnitSel::Part(0, BlockPart::Norms)
+            ]
+        );
+        assert_eq!(s.to_string(), "head,block.3.mlp,block.3.attn,block.0.norms");
     }
 
     #[test]
@@ -445,6 +472,8 @@ mod tests {
             ("lora:targets=q+z", "lora target `z`"),
             ("alpha=3", "must follow `lora`"),
             ("last:two", "last:K"),
+            ("block.3.ffn", "block.N.attn|mlp|norms"),
+            ("block.x.mlp", "block.N.attn|mlp|norms"),
         ] {
             let e = TrainableSpec::parse(spec).unwrap_err().to_string();
             assert!(e.contains(needle), "{spec}: {e}");

@@ -30,6 +30,38 @@ impl fmt::Display for UnitId {
     }
 }
 
+/// A part of a transformer block, the sub-block units a trainable set may name
+/// (`block.3.attn`, `block.3.mlp`, `block.3.norms`): together the three partition the block's
+/// parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BlockPart {
+    /// The attention: its query, key, value and output projections.
+    Attention,
+    /// The feed-forward network.
+    Mlp,
+    /// The block's norms.
+    Norms,
+}
+
+impl BlockPart {
+    /// Every part, in a fixed order.
+    pub const ALL: [BlockPart; 3] = [BlockPart::Attention, BlockPart::Mlp, BlockPart::Norms];
+
+    /// The part's name in a spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockPart::Attention => "attn",
+            BlockPart::Mlp => "mlp",
+            BlockPart::Norms => "norms",
+        }
+    }
+
+    /// The part a spec names (`attn`, `mlp`, `norms`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 /// A unit with its parameter names and size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -70,6 +102,21 @@ pub fn unit_params(m: &Model, id: UnitId) -> Vec<String> {
     }
     names.retain(|n| m.params.contains(n));
     names
+}
+
+/// Parameter names of one part of block `i` of `m` (LoRA factors excluded: they are trained
+/// through `lora`).
+pub fn part_params(m: &Model, i: usize, part: BlockPart) -> Vec<String> {
+    let arch = m.arch();
+    let prefix = arch.block_prefix(i);
+    arch.unit_param_names(UnitId::Block(i))
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|inner| arch.block_part_of(inner) == Some(part))
+        })
+        .filter(|n| m.params.contains(n))
+        .collect()
 }
 
 /// All units of `m`, bottom to top, with their parameter counts.

@@ -230,6 +230,9 @@ fn per_example_records_rebuild_autograd_gradients() {
         (tiny_llama(true), "lora:r=2;block.1"),
         (tiny_bert(), "bitfit"),
         (tiny_llama(true), "all"),
+        // Sub-block units: frozen projections inside a trainable block.
+        (tiny_bert(), "head,block.1.mlp,block.0.norms"),
+        (tiny_llama(false), "block.0.attn,block.1.norms"),
     ] {
         let head = if matches!(cfg, ModelConfig::Bert(_)) {
             "classifier"
@@ -294,6 +297,44 @@ fn per_example_records_rebuild_autograd_gradients() {
             }
         }
     }
+}
+
+/// A block's attention, MLP and norms are disjoint, none empty, and together every base
+/// parameter of the block, in both families; a spec naming a part trains exactly its parameters.
+#[test]
+fn block_parts_partition_each_block() {
+    use dpselft_model::BlockPart;
+    use dpselft_model::units::{part_params, unit_params};
+    for (cfg, head) in [(tiny_bert(), "classifier"), (tiny_llama(true), "lm")] {
+        let m = model(cfg, head);
+        for i in 0..m.num_blocks() {
+            let mut all: Vec<String> = Vec::new();
+            for part in BlockPart::ALL {
+                let names = part_params(&m, i, part);
+                assert!(!names.is_empty(), "block {i} {part:?} is empty");
+                let spec = TrainableSpec::parse(&format!("block.{i}.{}", part.name())).unwrap();
+                assert_eq!(spec.resolve(&m).unwrap(), sorted(names.clone()));
+                all.extend(names);
+            }
+            let n = all.len();
+            let all = sorted(all);
+            assert_eq!(all.len(), n, "block {i}: the parts overlap");
+            let block = sorted(unit_params(&m, dpselft_model::UnitId::Block(i)));
+            assert_eq!(all, block, "block {i}: the parts miss parameters");
+        }
+        let err = TrainableSpec::parse("block.9.mlp")
+            .unwrap()
+            .resolve(&m)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("block 9 does not exist"), "{err}");
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
 }
 
 #[test]

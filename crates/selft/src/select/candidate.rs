@@ -7,8 +7,8 @@ use std::time::Instant;
 use candle_core::{D, DType, Tensor};
 use dpselft_dp::{
     Clipping, DpOptimizer, DpOptimizerConfig, EncodedSet, HeadChoice, LrSchedule, NoiseRng,
-    NoiseStep, PrefixCache, TrainableParams, blocks_spec, clip_sum, per_example_loss_masked,
-    prepare_model, split_by_tokens,
+    NoiseStep, PrefixCache, TrainableParams, blocks_spec, clip_sum, micro_batch_tokens,
+    per_example_loss_masked, prepare_model, split_by_tokens,
 };
 use dpselft_model::{Ctx, Model};
 
@@ -315,7 +315,7 @@ fn score(
     let all: Vec<usize> = (0..set.len()).collect();
     let (mut loss_sum, mut hits) = (0.0, 0usize);
     let mut labelled = false;
-    for mb in split_by_tokens(&all, &set.lengths, max_tokens)? {
+    for mb in split_by_tokens(&all, &set.lengths, micro_batch_tokens(model, max_tokens))? {
         let (b, labels) = set.batch(model, &mb)?;
         let h = cache.states(model, set, &mb, &b)?;
         let out = model
