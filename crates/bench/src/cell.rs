@@ -124,28 +124,30 @@ impl SharedCaches {
     }
 
     /// Evaluates `model` on the test set, through the test set's cache at the model's frozen
-    /// boundary when the training caches have one.
-    fn evaluate_test(&mut self, model: &Model, test: &EncodedSet) -> Result<EvalMetrics> {
+    /// boundary when the training caches have one, in micro-batches of `max_tokens`.
+    fn evaluate_test(
+        &mut self,
+        model: &Model,
+        test: &EncodedSet,
+        max_tokens: usize,
+    ) -> Result<EvalMetrics> {
         let upto = model.lowest_trainable_block();
         let frozen = !model.embeddings_trainable() && upto > 0;
         let Some(b) = self.at.iter_mut().find(|b| frozen && b.upto == upto) else {
-            return Ok(dpselft_dp::evaluate(model, test, MAX_TOKENS)?);
+            return Ok(dpselft_dp::evaluate(model, test, max_tokens)?);
         };
         let cache = b
             .test
             .get_or_insert_with(|| PrefixCache::new(upto, test.len()));
-        cache.fill_all(model, test, MAX_TOKENS)?;
+        cache.fill_all(model, test, max_tokens)?;
         Ok(dpselft_dp::evaluate_cached(
             model,
             test,
-            MAX_TOKENS,
+            max_tokens,
             Some(cache),
         )?)
     }
 }
-
-/// Padded tokens per micro-batch of every cell.
-pub(crate) const MAX_TOKENS: usize = 8192;
 
 /// A dp-selft cell: the whole pipeline at the cell's ε with the grid's shared settings; its
 /// final learning rate is the best of the shared grid on S_val.
@@ -178,6 +180,7 @@ pub(crate) fn selft_cell(
     config.run.subset_seed = 0;
     config.select.perturbation = variant.perturbation;
     config.select.max_candidates = variant.max_candidates;
+    config.select.sub_blocks = variant.sub_blocks;
     // The selection trains its candidates at the grid's geometric centre and the chosen set at
     // every rate of the grid (as multiples of the centre).
     let centre = geometric_centre(&d.lr_grid);
@@ -187,6 +190,7 @@ pub(crate) fn selft_cell(
     config.train.epochs = d.epochs;
     config.train.clip = d.clip;
     config.train.max_seq_len = d.max_seq_len;
+    config.train.max_tokens = d.max_tokens;
     let m = match earlier_attempt(dir, &config)? {
         Earlier::Finished(m) => *m,
         Earlier::Interrupted => {
@@ -326,7 +330,7 @@ pub(crate) fn baseline_cell(
     let config = baseline_config(bench, trainable.clone(), trials[i].lr, privacy, cell.seed);
     let model = trained_model(bench, &config, &fit, &dir.join(lr_folder(trials[i].lr)))?;
     let test_set = EncodedSet::new(&model, &test, bench.objective, d.max_seq_len)?;
-    let test_metrics = caches.evaluate_test(&model, &test_set)?;
+    let test_metrics = caches.evaluate_test(&model, &test_set, d.max_tokens)?;
     Ok(CellOutcome {
         test: test_metrics,
         trainable_params: summary.plan.trainable_scalars,
@@ -484,7 +488,7 @@ fn baseline_config(
         optimizer: OptimizerKind::default(),
         warmup_steps: 0,
         privacy,
-        max_tokens: MAX_TOKENS,
+        max_tokens: d.max_tokens,
         max_seq_len: d.max_seq_len,
         eval_every: None,
         log_every: 1,

@@ -357,7 +357,7 @@ fn scoring(bench: &UtilityBench) -> Result<Scoring> {
             let model = Model::load(&bench.paths.model, &Device::Cpu)?;
             let d = &bench.methods_file.defaults;
             let set = EncodedSet::new(&model, &test, Task::Lm, d.max_seq_len)?;
-            let metrics = dpselft_dp::evaluate(&model, &set, crate::cell::MAX_TOKENS)?;
+            let metrics = dpselft_dp::evaluate(&model, &set, d.max_tokens)?;
             Scoring::Perplexity {
                 pretrained: metrics.perplexity,
             }

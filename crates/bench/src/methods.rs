@@ -42,6 +42,13 @@ pub struct MethodDefaults {
     /// The share of the private training split a baseline holds out to choose its learning
     /// rate (the literature's convention; that choice's privacy cost is not accounted).
     pub validation_fraction: f64,
+    /// Padded tokens per micro-batch of every run (a memory setting: it changes no result).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+}
+
+fn default_max_tokens() -> usize {
+    8192
 }
 
 /// One method's own settings (its learning rate is chosen from the shared grid).
@@ -103,6 +110,9 @@ impl MethodDefaults {
         if let Some(lr) = self.lr_grid.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
             return Err(format!("defaults.lr_grid: {lr} is not a learning rate > 0"));
         }
+        if self.max_tokens == 0 {
+            return Err("defaults.max_tokens: at least one token per micro-batch is needed".into());
+        }
         let f = self.validation_fraction;
         if !(f > 0.0 && f <= 0.5) {
             return Err(format!(
@@ -124,6 +134,9 @@ pub struct SelftVariant {
     /// `budget=N`: at most N candidate sets trained (`select.max_candidates`; default: the
     /// whole search) — what makes the search affordable on a 30-block decoder.
     pub max_candidates: Option<usize>,
+    /// `sub-blocks=on`: after the block search, the chosen blocks' attention, MLP and norms
+    /// alone are candidates too (`select.sub_blocks`).
+    pub sub_blocks: bool,
 }
 
 impl SelftVariant {
@@ -132,10 +145,11 @@ impl SelftVariant {
         perturbation: Perturbation::WorstCase,
         synthesizer: None,
         max_candidates: None,
+        sub_blocks: false,
     };
 
-    /// The options after `dp-selft:`, comma-separated `perturb=<regime>`, `synth=<name>` and
-    /// `budget=<N ≥ 1>`.
+    /// The options after `dp-selft:`, comma-separated `perturb=<regime>`, `synth=<name>`,
+    /// `budget=<N ≥ 1>` and `sub-blocks=on|off`.
     fn parse(options: &str) -> std::result::Result<Self, String> {
         let mut v = Self::DEFAULT;
         for option in options.split(',') {
@@ -151,9 +165,17 @@ impl SelftVariant {
                     Ok(n) if n > 0 => v.max_candidates = Some(n),
                     _ => return Err(format!("budget={n}: expected a number of candidates ≥ 1")),
                 },
+                Some(("sub-blocks", on)) => {
+                    v.sub_blocks = match on {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("sub-blocks={on}: expected on or off")),
+                    }
+                }
                 _ => {
                     return Err(format!(
-                        "`{option}` is not perturb=<regime>, synth=<name> or budget=<N>"
+                        "`{option}` is not perturb=<regime>, synth=<name>, budget=<N> or \
+                         sub-blocks=on|off"
                     ));
                 }
             }
@@ -212,7 +234,7 @@ impl FromStr for Method {
                     return Err(SelftError::Config(format!(
                         "method `{name}`: expected dp-selft or dp-selft:<options> \
                          (perturb=worst-case|gaussian|none, synth=dp-generator|private-evolution, \
-                         budget=N)"
+                         budget=N, sub-blocks=on|off)"
                     )));
                 }
                 None => MethodKind::Baseline,
@@ -279,9 +301,12 @@ mod tests {
         assert_eq!(both.synthesizer, Some("private-evolution"));
         assert_eq!(selft("dp-selft:budget=4").max_candidates, Some(4));
         assert_eq!(selft("dp-selft").max_candidates, None);
+        assert!(selft("dp-selft:sub-blocks=on,budget=6").sub_blocks);
+        assert!(!selft("dp-selft").sub_blocks);
         for bad in [
             "dp-selft:budget=0",
             "dp-selft:budget=x",
+            "dp-selft:sub-blocks=yes",
             "dp-selft:synth=gpt",
             "dp-selft:lr=1",
             "dp-selft:",

@@ -533,6 +533,53 @@ fn a_decoder_target_learns_the_texts_as_a_language_model() {
     );
 }
 
+/// `--sub-blocks`: after the block search, the chosen blocks' attention, MLP and norms alone
+/// are candidates of their own; their parameters partition the chosen blocks, and the final
+/// run trains whichever scored best (the tiny decoder as a language model: every candidate is
+/// a block set, none is the head alone).
+#[test]
+fn sub_block_candidates_follow_the_block_search() {
+    let (metrics, out, _tmp) = decoder_run("lm", &["--sub-blocks"]);
+    let selection: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
+            .unwrap();
+    let candidates = selection["candidates"].as_array().unwrap();
+    let (search, parts) = candidates.split_at(candidates.len() - 3);
+    // The block search's choice: the best of its candidates by score, then fewer parameters.
+    let key =
+        |c: &serde_json::Value| (c["score"].as_f64().unwrap(), -c["params"].as_f64().unwrap());
+    let searched = search
+        .iter()
+        .reduce(|a, c| if key(c) > key(a) { c } else { a })
+        .unwrap();
+    let blocks: Vec<u64> = searched["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    let mut part_params = 0;
+    for (c, part) in parts.iter().zip(["attn", "mlp", "norms"]) {
+        assert_eq!(c["part"], part, "{c}");
+        assert_eq!(c["blocks"], searched["blocks"], "{c}");
+        let spec: Vec<String> = blocks.iter().map(|b| format!("block.{b}.{part}")).collect();
+        assert_eq!(c["spec"], spec.join(","), "{c}");
+        part_params += c["params"].as_u64().unwrap();
+    }
+    assert_eq!(
+        part_params,
+        searched["params"].as_u64().unwrap(),
+        "the parts partition the blocks"
+    );
+    let chosen = &selection["chosen_spec"];
+    let best = candidates
+        .iter()
+        .reduce(|a, c| if key(c) > key(a) { c } else { a })
+        .unwrap();
+    assert_eq!(chosen, &best["spec"]);
+    assert_eq!(&metrics["chosen_spec"], chosen);
+}
+
 /// The methods of a language-modelling grid on the tiny decoder: block sets without a head.
 const LM_METHODS: &str = r#"
 [defaults]

@@ -154,6 +154,12 @@ impl TrainableSpec {
 
     /// The head (if `head`) and the blocks `blocks`, in order: `head,block.1,block.3`.
     pub fn head_and_blocks(head: bool, blocks: &[usize]) -> Self {
+        Self::head_and_block_parts(head, blocks, None)
+    }
+
+    /// The head (if `head`) and, of each block of `blocks`, the whole block or only `part`:
+    /// `head,block.1.mlp,block.3.mlp`.
+    pub fn head_and_block_parts(head: bool, blocks: &[usize], part: Option<BlockPart>) -> Self {
         let mut units: Vec<UnitSel> = Vec::new();
         let mut items: Vec<String> = Vec::new();
         if head {
@@ -161,8 +167,16 @@ impl TrainableSpec {
             items.push("head".into());
         }
         for &b in blocks {
-            units.push(UnitSel::Unit(UnitId::Block(b)));
-            items.push(format!("block.{b}"));
+            match part {
+                None => {
+                    units.push(UnitSel::Unit(UnitId::Block(b)));
+                    items.push(format!("block.{b}"));
+                }
+                Some(p) => {
+                    units.push(UnitSel::Part(b, p));
+                    items.push(format!("block.{b}.{}", p.name()));
+                }
+            }
         }
         Self {
             units,
@@ -460,6 +474,11 @@ mod tests {
             ]
         );
         assert_eq!(s.to_string(), "head,block.3.mlp,block.3.attn,block.0.norms");
+        let built = TrainableSpec::head_and_block_parts(true, &[2, 5], Some(BlockPart::Mlp));
+        assert_eq!(
+            built,
+            TrainableSpec::parse("head,block.2.mlp,block.5.mlp").unwrap()
+        );
     }
 
     #[test]

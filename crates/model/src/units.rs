@@ -33,13 +33,18 @@ impl fmt::Display for UnitId {
 /// A part of a transformer block, the sub-block units a trainable set may name
 /// (`block.3.attn`, `block.3.mlp`, `block.3.norms`): together the three partition the block's
 /// parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum BlockPart {
     /// The attention: its query, key, value and output projections.
+    #[serde(rename = "attn")]
     Attention,
     /// The feed-forward network.
+    #[serde(rename = "mlp")]
     Mlp,
     /// The block's norms.
+    #[serde(rename = "norms")]
     Norms,
 }
 

@@ -331,6 +331,7 @@ pub(crate) fn select_stage(
         task: r.task,
         candidates: s.candidates,
         max_candidates: s.max_candidates,
+        sub_blocks: s.sub_blocks,
         perturbation: s.perturbation,
         steps: s.steps_for(plan.total_steps),
         final_steps: plan.total_steps,

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use dpselft_chart::{Bar, BarChart, Chart};
+use dpselft_model::TrainableSpec;
 
 use crate::error::{Result, io_err};
 use crate::pipeline::{RunConfig, RunMetrics};
@@ -18,7 +19,7 @@ pub fn write_report(
     selection: &Selection,
     metrics: &RunMetrics,
 ) -> Result<()> {
-    let chart = candidates_chart(&selection.candidates, &selection.chosen);
+    let chart = candidates_chart(&selection.candidates, &selection.chosen_spec);
     dpselft_chart::write(&chart, &out.join("selection.svg"))?;
     let md = report_markdown(config, synth, selection, metrics);
     let md_path = out.join("report.md");
@@ -203,7 +204,7 @@ fn write_selection(s: &mut String, synth: &SynthReport, selection: &Selection) {
     );
     let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|");
     for c in selection.trained() {
-        let chosen = c.blocks == selection.chosen
+        let chosen = c.spec == selection.chosen_spec
             && c.lr == selection.chosen_lr
             && (c.round == 0) == rate_row;
         let mark = if chosen { " **←**" } else { "" };
@@ -233,7 +234,7 @@ fn write_synthetic_examples(s: &mut String, synth: &SynthReport) {
 }
 
 /// A horizontal bar chart of the candidates' scores (the chosen set highlighted).
-pub fn candidates_chart(candidates: &[CandidateResult], chosen: &[usize]) -> Chart {
+pub fn candidates_chart(candidates: &[CandidateResult], chosen: &TrainableSpec) -> Chart {
     Chart::Bars(BarChart {
         title: "S_val score per candidate set (chosen in orange)".into(),
         value_label: "S_val score (higher is better)".into(),
@@ -242,7 +243,7 @@ pub fn candidates_chart(candidates: &[CandidateResult], chosen: &[usize]) -> Cha
             .map(|c| Bar {
                 label: c.spec.to_string(),
                 value: c.score,
-                highlight: c.blocks == chosen,
+                highlight: c.spec == *chosen,
             })
             .collect(),
     })

@@ -114,6 +114,10 @@ pub struct SelectSection {
     /// `SelectConfig::max_candidates`). None: all the strategy names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_candidates: Option<usize>,
+    /// After the block search, also try the chosen blocks' attention, MLP and norms alone
+    /// (`SelectConfig::sub_blocks`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sub_blocks: bool,
     /// `worst-case`, `gaussian` or `none`.
     pub perturbation: Perturbation,
     /// Steps τ per candidate, as a fraction of the final run's T steps (τ = ⌈f·T⌉, at least 1).
@@ -140,6 +144,7 @@ impl Default for SelectSection {
         Self {
             candidates: Candidates::Greedy(2),
             max_candidates: None,
+            sub_blocks: false,
             perturbation: Perturbation::WorstCase,
             step_fraction: 0.25,
             batch_size: 32,

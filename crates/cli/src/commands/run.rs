@@ -87,6 +87,10 @@ pub struct Args {
     /// over depth, greedy rounds nearest the current set first) [default: all].
     #[arg(long, value_name = "N")]
     pub select_budget: Option<usize>,
+    /// After the block search, also try the chosen blocks' attention, MLP and norms alone
+    /// (`block.N.attn`, `block.N.mlp`, `block.N.norms`).
+    #[arg(long)]
+    pub sub_blocks: bool,
     /// Perturbation of the selection: worst-case, gaussian, none.
     #[arg(long)]
     pub perturbation: Option<String>,
@@ -195,6 +199,9 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
     }
     if let Some(n) = args.select_budget {
         s.max_candidates = Some(n);
+    }
+    if args.sub_blocks {
+        s.sub_blocks = true;
     }
     set(&mut s.step_fraction, args.select_step_fraction);
     set(&mut s.lr_grid, args.lr_grid.clone());

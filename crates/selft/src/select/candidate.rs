@@ -7,12 +7,12 @@ use std::time::Instant;
 use candle_core::{D, DType, Tensor};
 use dpselft_dp::{
     Clipping, DpOptimizer, DpOptimizerConfig, EncodedSet, HeadChoice, LrSchedule, NoiseRng,
-    NoiseStep, PrefixCache, TrainableParams, blocks_spec, clip_sum, micro_batch_tokens,
-    per_example_loss_masked, prepare_model, split_by_tokens,
+    NoiseStep, PrefixCache, TrainableParams, clip_sum, micro_batch_tokens, per_example_loss_masked,
+    prepare_model, split_by_tokens,
 };
-use dpselft_model::{Ctx, Model};
+use dpselft_model::{BlockPart, Ctx, Model};
 
-use super::{CandidateResult, ModelSource, Perturbation, SelectConfig};
+use super::{CandidateResult, ModelSource, Perturbation, SelectConfig, candidate_spec};
 use crate::error::{Result, SelftError};
 
 /// The synthetic splits, tokenized, with their prefix caches.
@@ -64,14 +64,14 @@ impl Boundaries {
 /// Trains one candidate `config.seeds` times at peak learning rate `lr` and scores it.
 pub(super) fn train_candidate(
     source: &ModelSource<'_>,
-    blocks: &[usize],
+    (blocks, part): (Vec<usize>, Option<BlockPart>),
     round: usize,
     lr: f64,
     config: &SelectConfig,
     sets: &mut Sets,
 ) -> Result<CandidateResult> {
     let started = Instant::now();
-    let spec = blocks_spec(blocks, config.task);
+    let spec = candidate_spec(&blocks, part, config.task);
     let mut runs = Vec::new();
     let (mut params_count, mut radii) = (0, Vec::new());
     for s in 0..config.seeds {
@@ -103,7 +103,7 @@ pub(super) fn train_candidate(
     }
     let mean_radius = radii.iter().sum::<f64>() / radii.len().max(1) as f64;
     Ok(CandidateResult::from_runs(
-        blocks.to_vec(),
+        (blocks, part),
         spec,
         (params_count, mean_radius, lr),
         &runs,

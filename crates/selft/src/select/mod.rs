@@ -1,7 +1,9 @@
 //! Stage 2: noise-matched layer selection on the synthetic data (docs/design.md,
 //! §3). It reads only [`SyntheticData`] (see [`crate::data`]), so it spends no privacy.
 //!
-//! The menu is the task head alone and sets of blocks (each with the head, for classification).
+//! The menu is the task head alone and sets of blocks (each with the head, for classification),
+//! and with `sub_blocks` the attention, the MLP and the norms alone of the set the block search
+//! chose (`block.N.attn`, …: a round of their own after the search).
 //! Each candidate is trained from the pretrained weights for τ steps on S_train (τ a stated
 //! fraction of the final run's T steps) with the final stage's clip norm C and optimizer, under a
 //! perturbation matched to the final stage's noise multiplier σ_ft and expected batch size B:
@@ -28,8 +30,8 @@
 
 use std::time::Instant;
 
-use dpselft_dp::{EncodedSet, OptimizerKind, Task, blocks_spec};
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_dp::{EncodedSet, OptimizerKind, Task};
+use dpselft_model::{BlockPart, Model, TrainableSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
@@ -142,6 +144,10 @@ pub struct SelectConfig {
     /// coarse-to-fine rather than cut off at its bottom blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_candidates: Option<usize>,
+    /// After the block search, try the chosen blocks' attention alone, MLP alone and norms
+    /// alone (within the budget); the best of every candidate is chosen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sub_blocks: bool,
     /// Perturbation regime.
     pub perturbation: Perturbation,
     /// Training steps τ per candidate.
@@ -190,6 +196,9 @@ pub struct SelectConfig {
 pub struct CandidateResult {
     /// The blocks trained (with the head; empty: the head alone).
     pub blocks: Vec<usize>,
+    /// Only this part of each of those blocks (`None`: the whole blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<BlockPart>,
     /// Its trainable set.
     pub spec: TrainableSpec,
     /// Trainable scalars d_c (head included).
@@ -218,7 +227,7 @@ pub struct CandidateResult {
 impl CandidateResult {
     /// Summarises the seeds' S_val results of one candidate.
     fn from_runs(
-        blocks: Vec<usize>,
+        (blocks, part): (Vec<usize>, Option<BlockPart>),
         spec: TrainableSpec,
         (params, radius, lr): (usize, f64, f64),
         runs: &[candidate::ValResult],
@@ -233,6 +242,7 @@ impl CandidateResult {
         let accuracies: Option<Vec<f64>> = runs.iter().map(|r| r.accuracy).collect();
         Self {
             blocks,
+            part,
             spec,
             params,
             lr,
@@ -261,6 +271,9 @@ pub struct Selection {
     pub candidates: Vec<CandidateResult>,
     /// The chosen blocks U* (empty: the head alone).
     pub chosen: Vec<usize>,
+    /// Only this part of each chosen block (`None`: the whole blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_part: Option<BlockPart>,
     /// The chosen set as a trainable spec (head included for classification).
     pub chosen_spec: TrainableSpec,
     /// The chosen set at each learning rate of the grid: first its own run at η (from the
@@ -324,6 +337,9 @@ pub fn select(
     };
     // An upper bound on the candidates, for the progress bar.
     let mut bound = first.len() + (1..greedy_k).map(|r| num_blocks - r).sum::<usize>();
+    if config.sub_blocks {
+        bound += BlockPart::ALL.len();
+    }
     if let Some(budget) = config.max_candidates {
         first = within_budget(first, num_blocks, budget, greedy_k);
         bound = bound.min(budget);
@@ -332,9 +348,12 @@ pub fn select(
     progress.stage("select: training candidates", (bound + grid.len()) as u64);
     let mut results = Vec::new();
     for blocks in first {
-        results.push(runner.run(blocks, 1, config.lr, progress)?);
+        results.push(runner.run((blocks, None), 1, config.lr, progress)?);
     }
-    let current = runner.grow(&mut results, greedy_k, num_blocks, progress)?;
+    let mut current = runner.grow(&mut results, greedy_k, num_blocks, progress)?;
+    if config.sub_blocks {
+        current = runner.split_into_parts(&mut results, current, progress)?;
+    }
     // The learning rate of the chosen set, on S_val, in the trials' own regime (η again too,
     // unless that regime is the candidates').
     let mut lr_trials = Vec::new();
@@ -343,16 +362,17 @@ pub fn select(
     }
     runner.config = &rate_config;
     for m in grid {
-        lr_trials.push(runner.run(current.blocks.clone(), 0, config.lr * m, progress)?);
+        let set = (current.blocks.clone(), current.part);
+        lr_trials.push(runner.run(set, 0, config.lr * m, progress)?);
     }
     let chosen_lr = best_rate(&lr_trials).lr;
     progress.finish();
-    let chosen = current.blocks;
     Ok(Selection {
         config: config.clone(),
         candidates: results,
-        chosen_spec: blocks_spec(&chosen, config.task),
-        chosen,
+        chosen_spec: current.spec,
+        chosen: current.blocks,
+        chosen_part: current.part,
         lr_trials,
         chosen_lr,
         wall_s: started.elapsed().as_secs_f64(),
@@ -367,15 +387,16 @@ struct Runner<'a, 'm> {
 }
 
 impl Runner<'_, '_> {
-    /// Trains and scores one candidate at peak learning rate `lr`, and reports it.
+    /// Trains and scores one candidate (blocks, and only a part of each if given) at peak
+    /// learning rate `lr`, and reports it.
     fn run(
         &mut self,
-        blocks: Vec<usize>,
+        set: (Vec<usize>, Option<BlockPart>),
         round: usize,
         lr: f64,
         progress: &mut dyn Progress,
     ) -> Result<CandidateResult> {
-        let r = train_candidate(self.model, &blocks, round, lr, self.config, &mut self.sets)?;
+        let r = train_candidate(self.model, set, round, lr, self.config, &mut self.sets)?;
         progress.advance(1);
         progress.message(&format!(
             "select: {:<24} lr {:.1e}  score {:.4} ± {:.4}  acc {}  ρ {:.3e}",
@@ -420,7 +441,7 @@ impl Runner<'_, '_> {
                 let mut blocks = current.blocks.clone();
                 blocks.push(j);
                 blocks.sort_unstable();
-                this_round.push(self.run(blocks, round, self.config.lr, progress)?);
+                this_round.push(self.run((blocks, None), round, self.config.lr, progress)?);
             }
             let top = best(&this_round).clone();
             results.extend(this_round);
@@ -431,6 +452,47 @@ impl Runner<'_, '_> {
         }
         Ok(current)
     }
+
+    /// The round after the block search: the attention alone, the MLP alone and the norms alone
+    /// of the chosen blocks `current` (as many as the budget leaves), appended to `results`.
+    /// Returns the better of `current` and the best of them. Nothing to split when the head
+    /// alone was chosen.
+    fn split_into_parts(
+        &mut self,
+        results: &mut Vec<CandidateResult>,
+        current: CandidateResult,
+        progress: &mut dyn Progress,
+    ) -> Result<CandidateResult> {
+        if current.blocks.is_empty() {
+            return Ok(current);
+        }
+        let left = self
+            .config
+            .max_candidates
+            .map_or(usize::MAX, |b| b.saturating_sub(results.len()));
+        let round = results.iter().map(|r| r.round).max().unwrap_or(1) + 1;
+        let mut parts = Vec::new();
+        for part in BlockPart::ALL.into_iter().take(left) {
+            let set = (current.blocks.clone(), Some(part));
+            parts.push(self.run(set, round, self.config.lr, progress)?);
+        }
+        if parts.is_empty() {
+            return Ok(current);
+        }
+        let top = best(&parts).clone();
+        results.extend(parts);
+        Ok(if better(&top, &current) { top } else { current })
+    }
+}
+
+/// The trainable set of a candidate: the head (classification), and the blocks, whole or only
+/// `part` of each.
+pub(crate) fn candidate_spec(
+    blocks: &[usize],
+    part: Option<BlockPart>,
+    task: Task,
+) -> TrainableSpec {
+    TrainableSpec::head_and_block_parts(task == Task::Classify, blocks, part)
 }
 
 /// The grid's multiples of η to train; η itself only when the trials' regime differs from the
@@ -544,7 +606,8 @@ mod tests {
     fn trial(lr: f64, accuracy: Option<f64>, loss: f64) -> CandidateResult {
         CandidateResult {
             blocks: Vec::new(),
-            spec: blocks_spec(&[], Task::Classify),
+            part: None,
+            spec: candidate_spec(&[], None, Task::Classify),
             params: 10,
             lr,
             radius: 0.0,
