@@ -578,6 +578,11 @@ fn sub_block_candidates_follow_the_block_search() {
         .unwrap();
     assert_eq!(chosen, &best["spec"]);
     assert_eq!(&metrics["chosen_spec"], chosen);
+    // Under a budget of 4: two singles, one greedy pair, then only the attention of the best.
+    let (_, out, _tmp) = decoder_run("lm", &["--sub-blocks", "--select-budget", "4"]);
+    let specs = candidate_specs(&out);
+    assert_eq!(specs.len(), 4, "{specs:?}");
+    assert!(specs[3].ends_with(".attn"), "{specs:?}");
 }
 
 /// The methods of a language-modelling grid on the tiny decoder: block sets without a head.

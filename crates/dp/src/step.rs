@@ -109,7 +109,8 @@ pub struct ClippedBatch {
 }
 
 /// Σ_i c_i g_i over the examples `batch` of `set`: micro-batches of at most `max_tokens` padded
-/// tokens (fewer for a large LM vocabulary: [`micro_batch_tokens`]), each recorded ([`record_examples`], through `prefix` when given) and clipped
+/// tokens (fewer for a large LM vocabulary: [`micro_batch_tokens`]), each recorded
+/// ([`record_examples`], through `prefix` when given) and clipped
 /// ([`clip_groups`]), the sums added.
 ///
 /// Guarantee: as [`clip_groups`] — every example's contribution over all trainable parameters

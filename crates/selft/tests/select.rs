@@ -42,6 +42,7 @@ fn config(perturbation: Perturbation) -> SelectConfig {
         task: Task::Classify,
         candidates: Candidates::Windows(2),
         max_candidates: None,
+        sub_blocks: false,
         perturbation,
         steps: 4,
         final_steps: 8,
