@@ -40,11 +40,13 @@ use crate::error::{Result, SelftError};
 
 mod budget;
 mod candidate;
+mod parts;
 
 pub use budget::spread_order;
 use budget::{distance, within_budget};
 
 use candidate::{Boundaries, Sets, train_candidate};
+pub(crate) use parts::candidate_spec;
 
 /// Which candidate sets are tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -452,47 +454,6 @@ impl Runner<'_, '_> {
         }
         Ok(current)
     }
-
-    /// The round after the block search: the attention alone, the MLP alone and the norms alone
-    /// of the chosen blocks `current` (as many as the budget leaves), appended to `results`.
-    /// Returns the better of `current` and the best of them. Nothing to split when the head
-    /// alone was chosen.
-    fn split_into_parts(
-        &mut self,
-        results: &mut Vec<CandidateResult>,
-        current: CandidateResult,
-        progress: &mut dyn Progress,
-    ) -> Result<CandidateResult> {
-        if current.blocks.is_empty() {
-            return Ok(current);
-        }
-        let left = self
-            .config
-            .max_candidates
-            .map_or(usize::MAX, |b| b.saturating_sub(results.len()));
-        let round = results.iter().map(|r| r.round).max().unwrap_or(1) + 1;
-        let mut parts = Vec::new();
-        for part in BlockPart::ALL.into_iter().take(left) {
-            let set = (current.blocks.clone(), Some(part));
-            parts.push(self.run(set, round, self.config.lr, progress)?);
-        }
-        if parts.is_empty() {
-            return Ok(current);
-        }
-        let top = best(&parts).clone();
-        results.extend(parts);
-        Ok(if better(&top, &current) { top } else { current })
-    }
-}
-
-/// The trainable set of a candidate: the head (classification), and the blocks, whole or only
-/// `part` of each.
-pub(crate) fn candidate_spec(
-    blocks: &[usize],
-    part: Option<BlockPart>,
-    task: Task,
-) -> TrainableSpec {
-    TrainableSpec::head_and_block_parts(task == Task::Classify, blocks, part)
 }
 
 /// The grid's multiples of η to train; η itself only when the trials' regime differs from the
