@@ -5,9 +5,10 @@
 //! Grammar: items separated by `,` or `;`. Units: `embeddings`, `block.N`, `block.A-B`
 //! (inclusive), `block.N.attn` / `block.N.mlp` / `block.N.norms` (a part of block N: its
 //! attention projections, its feed-forward network, its norms), `final_norm`, `head`, `all`
-//! (every unit), `last:K` / `first:K` (the top / bottom K blocks). Adapters: `bitfit` (every bias and norm weight), `lora[:r=R][,alpha=A][,targets=q+v]`
-//! (targets among q, k, v, o, gate, up, down; defaults r = 8, α = 16, targets q+v); a `key=value`
-//! item after `lora` belongs to it.
+//! (every unit), `last:K` / `first:K` (the top / bottom K blocks). Adapters: `bitfit` (every
+//! bias and norm weight), `lora[:r=R][,alpha=A][,targets=q+v]` (targets among q, k, v, o, gate,
+//! up, down; defaults r = 8, α = 16, targets q+v); a `key=value` item after `lora` belongs to
+//! it.
 
 use std::collections::BTreeSet;
 
