@@ -10,7 +10,10 @@ Protocol (one JSON object per line on stdout):
   "warmup\n"     -> one step of each kind, {"ok": true}
   "rep R\n"      -> one step of each kind (non-private first for even R), {"nonprivate_s", "dp_s",
                     "nonprivate_peak_mib", "dp_peak_mib"} (peak: the process's VmHWM over the step,
-                    after resetting it: weights, data and the step, as dpselft's probe)
+                    after resetting it: weights, data and the step, as dpselft's probe; on a GPU
+                    the device memory PyTorch allocated, its peak over the step)
+
+--device cuda[:N] runs both steps on that GPU (timed between two torch.cuda.synchronize()).
   EOF or "quit"  -> exit
 """
 
@@ -46,6 +49,7 @@ def main():
     p.add_argument("--labels", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
 
     import torch
@@ -57,6 +61,23 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    dev = torch.device(a.device)
+    on_gpu = dev.type == "cuda"
+
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize(dev)
+
+    def reset_step_peak():
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(dev)
+        else:
+            reset_peak()
+
+    def step_peak_mib():
+        if on_gpu:
+            return torch.cuda.max_memory_allocated(dev) / 2**20
+        return vm_kib("VmHWM") / 1024.0
 
     class Classifier(torch.nn.Module):
         def __init__(self, body, labels):
@@ -68,7 +89,7 @@ def main():
             # Position and token-type ids of the batch's shape: with the (1, T) defaults,
             # Opacus's per-sample gradients of those embeddings would have a batch of 1.
             b, t = ids.shape
-            positions = torch.arange(t).unsqueeze(0).expand(b, t)
+            positions = torch.arange(t, device=ids.device).unsqueeze(0).expand(b, t)
             h = self.body(input_ids=ids, attention_mask=mask, position_ids=positions,
                           token_type_ids=torch.zeros_like(ids)).last_hidden_state
             m = mask.unsqueeze(-1).to(h.dtype)
@@ -78,7 +99,7 @@ def main():
     # dpselft's encoder has no [CLS] pooler; with it, `all` would train a layer outside the loss.
     body.pooler = None
     body.train()
-    model = Classifier(body, a.labels)
+    model = Classifier(body, a.labels).to(dev)
     for prm in model.parameters():
         prm.requires_grad_(False)
     layers = body.encoder.layer
@@ -98,9 +119,9 @@ def main():
                 prm.requires_grad_(True)
 
     vocab = body.config.vocab_size
-    ids = torch.randint(5, vocab, (a.batch, a.seq_len))
+    ids = torch.randint(5, vocab, (a.batch, a.seq_len)).to(dev)
     mask = torch.ones_like(ids)
-    labels = torch.randint(0, a.labels, (a.batch,))
+    labels = torch.randint(0, a.labels, (a.batch,)).to(dev)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def trainable(m):
@@ -113,19 +134,21 @@ def main():
                          max_grad_norm=1.0, expected_batch_size=a.batch)
 
     def step(m, opt):
-        reset_peak()
+        sync()
+        reset_step_peak()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss_fn(m(ids, mask), labels).backward()
         opt.step()
-        return time.perf_counter() - start, vm_kib("VmHWM") / 1024.0
+        sync()
+        return time.perf_counter() - start, step_peak_mib()
 
     def say(obj):
         print(json.dumps(obj), flush=True)
 
     say({"ready": True, "torch": torch.__version__, "opacus": opacus.__version__,
          "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-         "blas": blas_name(torch)})
+         "blas": f"cuda {torch.version.cuda}" if on_gpu else blas_name(torch)})
     for line in sys.stdin:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
@@ -145,7 +168,8 @@ def main():
                 np_s, np_mem = step(np_model, np_opt)
             # Let OpenBLAS's threads, which spin for a while after a call, fall asleep before
             # dpselft's next step runs on the same cores (not part of any timing).
-            time.sleep(1.0)
+            if not on_gpu:
+                time.sleep(1.0)
             say({"nonprivate_s": np_s, "dp_s": dp_s, "nonprivate_peak_mib": np_mem,
                  "dp_peak_mib": dp_mem})
 

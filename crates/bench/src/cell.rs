@@ -19,7 +19,6 @@
 
 use std::path::Path;
 
-use candle_core::Device;
 use dpselft_data::{Dataset, split_held_out};
 use dpselft_dp::{
     DpTrainer, Duration, EncodedSet, EvalMetrics, HeadChoice, OptimizerKind, PrefixCache,
@@ -407,7 +406,7 @@ fn train_once(
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| SelftError::Config(format!("serialising the run's configuration: {e}")))?;
     crate::write_text(&run_dir.join(RUN_CONFIG), &text)?;
-    let model = Model::load(&bench.paths.model, &Device::Cpu)?;
+    let model = bench.paths.load_model()?;
     // Frozen blocks below the trainable ones run once per example (last-k, random-k, head).
     let options = TrainerOptions {
         prefix_cache: true,
@@ -436,7 +435,7 @@ fn trained_model(
     fit: &Dataset,
     run_dir: &Path,
 ) -> Result<Model> {
-    let mut model = Model::load(&bench.paths.model, &Device::Cpu)?;
+    let mut model = bench.paths.load_model()?;
     let head = HeadChoice::New(fit.labels.clone());
     prepare_model(
         &mut model,
@@ -458,7 +457,7 @@ fn baseline_spec(
 ) -> Result<TrainableSpec> {
     match (&settings.trainable, settings.random_k) {
         (_, Some(k)) => {
-            let blocks = Model::load(&bench.paths.model, &Device::Cpu)?.num_blocks();
+            let blocks = bench.paths.load_model()?.num_blocks();
             Ok(dpselft_dp::random_blocks_spec(k, blocks, cell.seed))
         }
         (Some(t), None) => Ok(t.clone()),

@@ -14,10 +14,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use dpselft_data::Dataset;
 use dpselft_dp::{EncodedSet, Task};
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::TrainableSpec;
 use dpselft_selft::Progress;
 use dpselft_selft::error::{Result, SelftError, io_err};
 use dpselft_selft::pipeline::{self, ResolvedPaths, RunSection, Scale};
@@ -354,7 +353,7 @@ fn scoring(bench: &UtilityBench) -> Result<Scoring> {
             majority: pipeline::majority_accuracy(&train, &test),
         },
         Task::Lm => {
-            let model = Model::load(&bench.paths.model, &Device::Cpu)?;
+            let model = bench.paths.load_model()?;
             let d = &bench.methods_file.defaults;
             let set = EncodedSet::new(&model, &test, Task::Lm, d.max_seq_len)?;
             let metrics = dpselft_dp::evaluate(&model, &set, d.max_tokens)?;

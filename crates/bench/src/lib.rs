@@ -12,10 +12,13 @@
 //! - [`step_cost`] — the cost of one DP step against a non-private step on the same trainable
 //!   set (`dpselft bench dp-overhead`); [`peer`] — the same steps in PyTorch and Opacus
 //!   beside it (`--peer`).
+//! - [`device_parity`] — whether a GPU computes the DP step's norms, clipped sums and updates as
+//!   the CPU does (`dpselft bench device --device cuda:N`).
 
 #![deny(missing_docs)]
 
 pub mod cell;
+pub mod device_parity;
 pub mod grid;
 pub mod methods;
 pub mod peer;

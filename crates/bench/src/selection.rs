@@ -14,11 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use dpselft_chart::{Chart, Point, ScatterChart};
 use dpselft_data::{Dataset, split_held_out, write_jsonl};
 use dpselft_dp::{DpTrainer, Start, TrainData, TrainerOptions};
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::TrainableSpec;
 use dpselft_privacy::Stage;
 use dpselft_selft::error::io_err;
 use dpselft_selft::pipeline::{ResolvedPaths, load_train, run_select, run_synth, stage3_config};
@@ -215,7 +214,7 @@ fn oracle_run(
     let started = std::time::Instant::now();
     let mut trainer = DpTrainer::new_with(
         train_config,
-        Model::load(&bench.paths.model, &Device::Cpu)?,
+        bench.paths.load_model()?,
         TrainData::Dataset(seen),
         Some(held_out),
         &dir.join("train"),

@@ -28,11 +28,13 @@
 
 use candle_core::{DType, Device, Tensor};
 use dpselft_dp::{
-    ClippedSumAccumulator, Clipping, DpOptimizer, DpOptimizerConfig, HeadChoice, LrSchedule,
-    MicroBatch, NoiseRng, NormMethod, OptimizerKind, Task, TrainableParams, clip_groups,
-    per_example_loss, prepare_model, record_grads,
+    ClipOutput, ClippedSumAccumulator, Clipping, DpOptimizer, DpOptimizerConfig, HeadChoice,
+    LrSchedule, MicroBatch, NoiseRng, NormMethod, OptimizerKind, Task, TrainableParams,
+    clip_groups, per_example_loss, prepare_model, record_grads,
 };
-use dpselft_model::{Batch, BertConfig, Ctx, LlamaConfig, Model, ModelConfig, TrainableSpec};
+use dpselft_model::{
+    Batch, BertConfig, Ctx, DeviceSpec, LlamaConfig, Model, ModelConfig, TrainableSpec,
+};
 use dpselft_selft::{Result, SelftError};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -154,6 +156,9 @@ pub struct Report {
     pub loadavg: [String; 2],
     /// Logical CPUs.
     pub cpus: usize,
+    /// The device the steps ran on (reports before it was recorded: the CPU).
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// The rows.
     pub rows: Vec<Row>,
     /// With `--peer`: the rows that have a peer, side by side (medians).
@@ -205,8 +210,8 @@ pub fn default_rows(model_id: &str, model: &Model) -> Vec<TrainableSpec> {
     }
 }
 
-/// The built-in random models (no tokenizer; fed random ids).
-pub fn tiny_model(id: &str) -> Result<Model> {
+/// The built-in random models (no tokenizer; fed random ids), on `device`.
+pub fn tiny_model(id: &str, device: &Device) -> Result<Model> {
     let cfg = match id {
         "tiny" => ModelConfig::Bert(BertConfig {
             vocab_size: 64,
@@ -223,7 +228,7 @@ pub fn tiny_model(id: &str) -> Result<Model> {
             ..LlamaConfig::tiny(false)
         }),
     };
-    Ok(Model::random(cfg, 0.2, 11, DType::F32, &Device::Cpu)?)
+    Ok(Model::random(cfg, 0.2, 11, DType::F32, device)?)
 }
 
 /// B sequences of exactly L tokens (see the module documentation).
@@ -324,6 +329,33 @@ impl StepBench {
         self.params.num_scalars()
     }
 
+    /// The DP step's private core on the batch, without an update: the per-example norms and
+    /// the clipped sums, as the DP step computes them.
+    pub fn clip_output(&self) -> Result<ClipOutput> {
+        let micro_batch = MicroBatch {
+            batch: &self.batch,
+            labels: Some(&self.labels),
+            loss_mask: None,
+            prefix: None,
+        };
+        let recorded = record_grads(&self.model, &self.params, micro_batch)?;
+        Ok(clip_groups(
+            &recorded.groups,
+            &self.params,
+            &self.clipping,
+            NormMethod::Auto,
+        )?)
+    }
+
+    /// Every trainable scalar, in [`TrainableParams`] order, on the host.
+    pub fn trainable_values(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.trainable_scalars());
+        for v in &self.params.vars {
+            out.extend(v.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
     /// One step of `kind`, timed by phase.
     pub fn step(&mut self, kind: Kind) -> Result<Phases> {
         match kind {
@@ -332,8 +364,15 @@ impl StepBench {
         }
     }
 
+    /// The clock, once the device has finished the work queued so far (GPU kernels run
+    /// asynchronously: without this a phase would be charged its successor's kernels).
+    fn now(&self) -> Result<Instant> {
+        dpselft_model::device::synchronize(&self.model.device)?;
+        Ok(Instant::now())
+    }
+
     fn non_private_step(&mut self) -> Result<Phases> {
-        let t0 = Instant::now();
+        let t0 = self.now()?;
         let out = self.model.forward_train(&self.batch, Ctx::plain())?;
         let losses = per_example_loss(&self.model, &out, &self.batch, Some(&self.labels))?;
         let grads = losses.sum_all()?.backward()?;
@@ -346,10 +385,10 @@ impl StepBench {
                 None => v.as_tensor().zeros_like(),
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let t1 = Instant::now();
+        let t1 = self.now()?;
         self.np_opt
             .step(&self.params.vars, Some(&sums), &mut self.rng)?;
-        let t2 = Instant::now();
+        let t2 = self.now()?;
         Ok(Phases {
             total: (t2 - t0).as_secs_f64(),
             forward_backward: (t1 - t0).as_secs_f64(),
@@ -359,7 +398,7 @@ impl StepBench {
     }
 
     fn dp_step(&mut self) -> Result<Phases> {
-        let t0 = Instant::now();
+        let t0 = self.now()?;
         let micro_batch = MicroBatch {
             batch: &self.batch,
             labels: Some(&self.labels),
@@ -367,7 +406,7 @@ impl StepBench {
             prefix: None,
         };
         let recorded = record_grads(&self.model, &self.params, micro_batch)?;
-        let t1 = Instant::now();
+        let t1 = self.now()?;
         let clipped = clip_groups(
             &recorded.groups,
             &self.params,
@@ -377,10 +416,10 @@ impl StepBench {
         let mut acc = ClippedSumAccumulator::new();
         acc.add(&clipped)?;
         let sums = acc.into_sums();
-        let t2 = Instant::now();
+        let t2 = self.now()?;
         self.dp_opt
             .step(&self.params.vars, sums.as_deref(), &mut self.rng)?;
-        let t3 = Instant::now();
+        let t3 = self.now()?;
         Ok(Phases {
             total: (t3 - t0).as_secs_f64(),
             forward_backward: (t1 - t0).as_secs_f64(),

@@ -13,13 +13,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
 use dpselft_data::Dataset;
 use dpselft_dp::{
     DpTrainer, Duration, OptimizerKind, PrivacyTarget, Start, Task, TrainConfig, TrainData,
     TrainerOptions,
 };
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::TrainableSpec;
 use dpselft_privacy::Stage;
 use dpselft_selft::pipeline::{ResolvedPaths, load_test, load_train, majority_accuracy, run_synth};
 use dpselft_selft::{Progress, Result, RunConfig, SelftError, SyntheticData};
@@ -209,7 +208,7 @@ fn train_probe(
         prefix_cache: true,
         stage_budget: false,
     };
-    let model = Model::load(&bench.paths.model, &Device::Cpu)?;
+    let model = bench.paths.load_model()?;
     let dir: &Path = &bench.work.join(name);
     let mut trainer = DpTrainer::new_with(
         config,

@@ -18,13 +18,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
     Checkpoints, DpTrainer, Duration, EvalMetrics, NoisePlan, Start, Task, TrainConfig, TrainData,
     TrainSummary, TrainerOptions, plan_noise,
 };
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::{DeviceSpec, Model, TrainableSpec};
 use dpselft_privacy::{Override, PrivacyLedger, Stage, check_delta_for_examples};
 use serde::{Deserialize, Serialize};
 
@@ -39,13 +38,29 @@ pub use crate::run_config::{
     DEFAULT_TASK, RunConfig, RunSection, Scale, SelectSection, TrainSection, descriptions_of,
 };
 
-/// Where the run's models and data are (the CLI resolves asset ids and builds default data).
+/// Where the run's models are (the CLI resolves asset ids and builds default data) and the
+/// device they run on. The device is not part of the run's configuration: it changes no result
+/// beyond float rounding, and a run may be resumed on another one.
 #[derive(Debug, Clone)]
 pub struct ResolvedPaths {
     /// The target model's folder or file.
     pub model: PathBuf,
     /// The generator's folder or file.
     pub generator: PathBuf,
+    /// The device every model of the run is loaded on.
+    pub device: DeviceSpec,
+}
+
+impl ResolvedPaths {
+    /// Loads the model at `path` on the run's device.
+    pub fn load(&self, path: &Path) -> Result<Model> {
+        Ok(Model::load(path, &self.device.open()?)?)
+    }
+
+    /// Loads the target model on the run's device.
+    pub fn load_model(&self) -> Result<Model> {
+        self.load(&self.model)
+    }
 }
 
 /// Wall time and ε of one stage.
@@ -209,8 +224,8 @@ pub(crate) fn check_inputs(
     }
     let delta_override = check_delta_for_examples(r.delta, private.len(), r.allow_large_delta)?;
     Ok(CheckedInputs {
-        generator: Model::load(&paths.generator, &Device::Cpu)?,
-        target: Model::load(&paths.model, &Device::Cpu)?,
+        generator: paths.load(&paths.generator)?,
+        target: paths.load_model()?,
         private,
         delta_override,
     })
@@ -352,8 +367,7 @@ pub(crate) fn select_stage(
         init_seed: 0,
         seed: r.seed.unwrap_or(0),
     };
-    let device = Device::Cpu;
-    let source = || Ok(Model::load(&paths.model, &device)?);
+    let source = || paths.load_model();
     let selection = select(&synthetic, &source, &select_config, progress)?;
     crate::write_json(&out.join("selection.json"), &selection)?;
     Ok(selection)
@@ -401,7 +415,6 @@ fn train_model(
         selection.chosen_spec
     ));
     let started = Instant::now();
-    let device = Device::Cpu;
     let mut train_config =
         stage3_config(&config, selection.chosen_spec.clone(), selection.chosen_lr);
     // Stage 3 is the long one: checkpoints let `run --resume` continue it.
@@ -414,7 +427,7 @@ fn train_model(
     };
     let mut trainer = DpTrainer::new_with(
         train_config,
-        Model::load(&paths.model, &device)?,
+        paths.load_model()?,
         TrainData::Dataset(private.dataset()),
         test.as_ref(),
         &out.join("train"),

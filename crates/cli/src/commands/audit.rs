@@ -12,13 +12,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use candle_core::Device;
 use dpselft_data::{BenchmarkTask, LoadOptions, load_dataset};
 use dpselft_dp::{
     AuditConfig, AuditReport, Checkpoints, Duration, NoiseRng, OptimizerKind, PrivacyTarget, Task,
     TrainConfig,
 };
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::{DeviceSpec, TrainableSpec};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -82,6 +81,8 @@ pub struct Args {
     /// Assets folder [default: $DPSELFT_ASSETS, else ./assets].
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// The audited runs, in order.
@@ -131,8 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => ("no-noise".to_string(), PrivacyTarget::NonPrivate),
         };
         eprintln!("audit: {name} ({} canaries)", args.canaries);
-        let model = Model::load(&model_path, &Device::Cpu)
-            .with_context(|| format!("loading {}", model_path.display()))?;
+        let model = super::load_model_on(&model_path, args.device)?;
         let mut bar = Bar::default();
         let report = dpselft_dp::audit::audit(
             train_config(&args, privacy),

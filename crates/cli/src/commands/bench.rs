@@ -17,13 +17,13 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use candle_core::Device;
+use dpselft_bench::device_parity;
 use dpselft_bench::peer::{PeerRep, PeerResult, PeerRow, PeerVersions, Spread};
 use dpselft_bench::step_cost::{
     Kind, MemoryProbe, Report, Row, StepBench, StepShape, default_rows, method_notes,
     time_interleaved, tiny_model,
 };
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::{DeviceSpec, Model, TrainableSpec};
 use dpselft_selft::pipeline::{ResolvedPaths, Scale};
 use dpselft_selft::{RunConfig, SynthSection};
 
@@ -54,6 +54,19 @@ pub enum BenchCommand {
     /// The selection's choice against the oracle: every candidate DP-fine-tuned on the private
     /// training data and scored on a held-out part of it (never the test split).
     Selection(Box<super::bench_selection::SelectionArgs>),
+    /// Whether a device computes what the CPU computes: per-example norms, clipped sums and
+    /// three seeded DP steps on tiny random models, each compared with the CPU's (exit 1 if not).
+    Device(DeviceArgs),
+}
+
+/// Arguments of `dpselft bench device`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Arguments of `dpselft bench dp-overhead`.
@@ -80,7 +93,8 @@ pub struct DpOverheadArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Skip the peak-memory child processes.
+    /// Skip the peak-memory child processes (always skipped on a GPU: they read the host's
+    /// resident size).
     #[arg(long)]
     pub no_memory: bool,
     /// Also time the same steps in PyTorch (non-private) and Opacus (DP), interleaved with ours,
@@ -94,6 +108,8 @@ pub struct DpOverheadArgs {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
     /// Internal: run one step of this kind (`dp` or `non-private`) and print its memory.
     #[arg(long, hide = true)]
     pub probe: Option<String>,
@@ -109,18 +125,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         BenchCommand::Utility(args) => super::bench_utility::run(*args),
         BenchCommand::Synthetic(args) => super::bench_synthetic::run(*args),
         BenchCommand::Selection(args) => super::bench_selection::run(*args),
+        BenchCommand::Device(args) => device(&args),
     }
+}
+
+/// Runs `dpselft bench device`: prints the table, writes the JSON, fails on a difference.
+fn device(args: &DeviceArgs) -> anyhow::Result<()> {
+    let report = device_parity::device_parity(args.device)?;
+    print!("{}", device_parity::table(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        dpselft_fsio::write_bytes_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(device_parity::check(&report)?)
 }
 
 /// The run configuration and models of a benchmark task: `config` (a file) or the small preset
 /// with `synthesizer` (default settings; ignored with a file), the task's data (built if absent)
-/// and data kind, the bench's ε and seed. Shared by `bench synthetic` and `bench selection`.
+/// and data kind, the bench's ε and seed, the device. Shared by `bench synthetic` and `bench selection`.
 pub(super) fn task_run(
     task: dpselft_data::BenchmarkTask,
     config: Option<&Path>,
     synthesizer: Option<&str>,
     (epsilon, seed): (f64, u64),
     assets: Option<&Path>,
+    device: DeviceSpec,
 ) -> anyhow::Result<(RunConfig, ResolvedPaths)> {
     if !(epsilon.is_finite() && epsilon > 0.0) {
         return Err(usage(format!("--epsilon {epsilon} must be > 0")));
@@ -149,6 +179,7 @@ pub(super) fn task_run(
     let paths = ResolvedPaths {
         model: resolve_model(&c.run.model, assets)?,
         generator: resolve_model(&c.run.generator, assets)?,
+        device,
     };
     Ok((c, paths))
 }
@@ -157,12 +188,11 @@ fn usage(msg: String) -> anyhow::Error {
     UsageError(msg).into()
 }
 
-fn load_model(id: &str, assets: Option<&Path>) -> anyhow::Result<Model> {
+fn load_model(id: &str, assets: Option<&Path>, device: DeviceSpec) -> anyhow::Result<Model> {
     if matches!(id, "tiny" | "tiny-llama") {
-        return Ok(tiny_model(id)?);
+        return Ok(tiny_model(id, &device.open()?)?);
     }
-    let path = resolve_model(id, assets)?;
-    Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))
+    super::load_model_on(&resolve_model(id, assets)?, device)
 }
 
 /// A field of /proc/self/status in KiB (VmRSS, VmHWM).
@@ -187,7 +217,7 @@ fn probe(args: &DpOverheadArgs, kind: &str) -> anyhow::Result<()> {
     let [spec] = args.trainable.as_slice() else {
         bail!("--probe needs exactly one --trainable");
     };
-    let base = load_model(model_id, args.assets.as_deref())?;
+    let base = load_model(model_id, args.assets.as_deref(), args.device)?;
     let mut s = StepBench::new(&base, spec, shape(args))?;
     drop(base);
     std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak RSS")?;
@@ -257,7 +287,7 @@ pub fn dp_overhead(args: &DpOverheadArgs) -> anyhow::Result<Report> {
     let mut peer_versions = None;
     for model_id in &args.models {
         eprintln!("{model_id}: loading");
-        let base = load_model(model_id, args.assets.as_deref())?;
+        let base = load_model(model_id, args.assets.as_deref(), args.device)?;
         let specs = if args.trainable.is_empty() {
             default_rows(model_id, &base)
         } else {
@@ -285,6 +315,7 @@ pub fn dp_overhead(args: &DpOverheadArgs) -> anyhow::Result<Report> {
         method,
         loadavg: [load_start, loadavg()],
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        device: args.device,
         peer_rows: PeerRow::side_by_side(args.batch, args.seq_len, &rows),
         peer_versions: peer_versions.take(),
         rows,
@@ -353,6 +384,7 @@ fn measure_row(
                 dir,
                 &spec.to_string(),
                 (args.batch, args.seq_len),
+                args.device,
             )?;
             Some(p)
         }
@@ -388,7 +420,8 @@ fn measure_row(
     } else {
         None
     };
-    let memory = if args.no_memory {
+    // The probes read the process's resident size, which says nothing of a GPU's memory.
+    let memory = if args.no_memory || args.device != DeviceSpec::Cpu {
         (None, None)
     } else {
         eprintln!("{model_id} [{spec}]: memory probes");

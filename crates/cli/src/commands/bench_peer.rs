@@ -9,6 +9,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, bail};
 use dpselft_bench::peer::{PeerRep, PeerVersions};
+use dpselft_model::DeviceSpec;
 
 /// The peer script, relative to the repository root (the working directory of the bench).
 pub const PEER_SCRIPT: &str = "bench/peer/peer_step.py";
@@ -23,13 +24,15 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Starts the peer on `model_dir` with the trainable set `spec` and waits until it has
-    /// loaded the model and run one warm-up step of each kind.
+    /// Starts the peer on `model_dir` with the trainable set `spec`, on the device ours runs on
+    /// (PyTorch names devices as we do: `cpu`, `cuda:N`), and waits until it has loaded the model
+    /// and run one warm-up step of each kind.
     pub fn start(
         python: &Path,
         model_dir: &Path,
         spec: &str,
         (batch, seq_len): (usize, usize),
+        device: DeviceSpec,
     ) -> anyhow::Result<Self> {
         if !Path::new(PEER_SCRIPT).is_file() {
             bail!("--peer: no {PEER_SCRIPT} here (run the bench from the repository root)");
@@ -50,6 +53,8 @@ impl Peer {
                 &batch.to_string(),
                 "--seq-len",
                 &seq_len.to_string(),
+                "--device",
+                &device.to_string(),
             ])
             // OpenMP's threads would otherwise spin after each of the peer's steps, taking the
             // cores from our next step (ours and theirs alternate on the same two cores).

@@ -1,6 +1,7 @@
 //! `dpselft bench selection`: the selection's choice against the oracle (the harness is
 //! `dpselft_bench::selection`).
 
+use dpselft_model::DeviceSpec;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -43,6 +44,8 @@ pub struct SelectionArgs {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// Runs `dpselft bench selection`.
@@ -62,6 +65,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         args.synthesizer.as_deref(),
         (args.epsilon, args.seed),
         args.assets.as_deref(),
+        args.device,
     )?;
     let synthesizer = config.synth.synthesizer().name();
     let work = args.work.clone().unwrap_or_else(|| {

@@ -1,6 +1,7 @@
 //! `dpselft bench synthetic`: the probe accuracy of the synthetic data against real data and the
 //! majority floor (the harness is `dpselft_bench::synthetic`).
 
+use dpselft_model::DeviceSpec;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -44,6 +45,8 @@ pub struct SyntheticArgs {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// Runs `dpselft bench synthetic`.
@@ -55,6 +58,7 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         Some(&args.synthesizer),
         (args.epsilon, args.seed),
         args.assets.as_deref(),
+        args.device,
     )?;
     let work = args.work.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()

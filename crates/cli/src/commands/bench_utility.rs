@@ -1,6 +1,7 @@
 //! `dpselft bench utility`: the privacy–utility grid (dp-selft against every baseline at the same
 //! (ε, δ)), resumable, with `results.jsonl`, `table.md` and `chart.svg`.
 
+use dpselft_model::DeviceSpec;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -60,6 +61,8 @@ pub struct UtilityArgs {
     /// Assets folder [default: $DPSELFT_ASSETS, else ./assets].
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// The benchmark tasks.
@@ -101,6 +104,7 @@ pub fn run(args: UtilityArgs) -> anyhow::Result<()> {
     let paths = ResolvedPaths {
         model: resolve_model(&args.model, args.assets.as_deref())?,
         generator: resolve_model(&args.generator, args.assets.as_deref())?,
+        device: args.device,
     };
     let scale = match args.scale {
         super::run::ScaleArg::Small => Scale::Small,

@@ -11,10 +11,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use candle_core::Device;
 use dpselft_data::{LoadOptions, load_dataset};
 use dpselft_dp::{EncodedSet, Task, evaluate, example_logits};
-use dpselft_model::{Head, Model};
+use dpselft_model::{DeviceSpec, Head, Model};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -51,6 +50,8 @@ pub struct Args {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// Runs `dpselft eval`.
@@ -59,8 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if path.join("model").join("config.json").exists() {
         path = path.join("model");
     }
-    let model =
-        Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
+    let model = super::load_model_on(&path, args.device)?;
     let (task, known_labels) = match &model.head {
         Head::Classifier { labels, .. } => (Task::Classify, Some(labels.clone())),
         Head::CausalLm => (Task::Lm, None),

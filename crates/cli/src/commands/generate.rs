@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use candle_core::Device;
-use dpselft_model::Model;
+use dpselft_model::DeviceSpec;
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -33,6 +31,8 @@ pub struct Args {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// Runs `dpselft generate`.
@@ -44,8 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Err(UsageError(format!("--top-p {}: must be in (0, 1]", args.top_p)).into());
     }
     let path = resolve_model(&args.model, args.assets.as_deref())?;
-    let model =
-        Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
+    let model = super::load_model_on(&path, args.device)?;
     if !model.has_lm_head() {
         return Err(UsageError(format!(
             "--model {}: generation needs a causal LM; the {} family has no LM head",

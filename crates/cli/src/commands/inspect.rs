@@ -5,12 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use candle_core::Device;
 use dpselft_data::{Dataset, LabelRequirement, LoadOptions, load_dataset};
 use dpselft_dp::{EncodedSet, HeadChoice, Task, per_example_grad_norms, prepare_model};
 use dpselft_model::TrainableSpec;
 use dpselft_model::generate::{inspect_encoder, inspect_lm};
-use dpselft_model::{Head, Model};
+use dpselft_model::{DeviceSpec, Head, Model};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -35,6 +34,8 @@ pub struct Args {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// The subcommands of `dpselft inspect`.
@@ -80,6 +81,8 @@ pub struct GradNormsArgs {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// Runs `dpselft inspect`: for a causal LM the tokens, the mean of the last hidden states and the
@@ -93,8 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Err(UsageError("inspect: give --model and --text (or a subcommand)".into()).into());
     };
     let path = resolve_model(spec, args.assets.as_deref())?;
-    let model =
-        Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
+    let model = super::load_model_on(&path, args.device)?;
     if model.has_lm_head() {
         let report = inspect_lm(&model, text)?;
         if args.json {
@@ -140,7 +142,7 @@ fn usage(msg: String) -> anyhow::Error {
 /// tokenized as for training, then [`per_example_grad_norms`].
 pub fn grad_norms(args: GradNormsArgs) -> anyhow::Result<()> {
     let (spec, task) = check_grad_norms_args(&args)?;
-    let (path, mut model) = load_model_dir(&args.model, args.assets.as_deref())?;
+    let (path, mut model) = load_model_dir(&args.model, args.assets.as_deref(), args.device)?;
     let (data, head) = first_examples(&args, &model, task)?;
     prepare_model(&mut model, task, head, &spec, args.seed)
         .with_context(|| format!("setting up {} for --task {task}", path.display()))?;
@@ -171,13 +173,16 @@ fn check_grad_norms_args(args: &GradNormsArgs) -> anyhow::Result<(TrainableSpec,
 
 /// Resolves and loads the model (the `model/` folder of a `dpselft train` run folder if there
 /// is one); returns the folder loaded with the model.
-fn load_model_dir(model: &str, assets: Option<&Path>) -> anyhow::Result<(PathBuf, Model)> {
+fn load_model_dir(
+    model: &str,
+    assets: Option<&Path>,
+    device: DeviceSpec,
+) -> anyhow::Result<(PathBuf, Model)> {
     let mut path = resolve_model(model, assets)?;
     if path.join("model").join("config.json").exists() {
         path = path.join("model");
     }
-    let model =
-        Model::load(&path, &Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
+    let model = super::load_model_on(&path, device)?;
     Ok((path, model))
 }
 

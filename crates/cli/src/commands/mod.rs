@@ -1,5 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<()>`.
-//! Shared between commands: [`progress`] (the training bar or log lines) and [`UsageError`].
+//! Shared between commands: [`progress`] (the training bar or log lines), [`UsageError`],
+//! `--device` ([`DEVICE_HELP`]) and [`load_model_on`].
 
 pub mod account;
 pub mod audit;
@@ -17,6 +18,22 @@ pub mod ledger;
 pub mod progress;
 pub mod run;
 pub mod train;
+
+use std::path::Path;
+
+use anyhow::Context;
+use dpselft_model::{DeviceSpec, Model};
+
+/// The help of `--device`, on every command that runs a model.
+pub const DEVICE_HELP: &str = "Where the models run: `cpu`, or a CUDA GPU `cuda` / `cuda:N` \
+    (a binary built with scripts/build-cuda). Results do not depend on it beyond float \
+    rounding: the DP noise is drawn on the host from the run's seeded stream";
+
+/// Loads the model at `path` (resolved by `fetch_assets::resolve_model`) on `device`.
+pub fn load_model_on(path: &Path, device: DeviceSpec) -> anyhow::Result<Model> {
+    let device = device.open()?;
+    Model::load(path, &device).with_context(|| format!("loading {}", path.display()))
+}
 
 /// An invalid value on the command line: reported like clap's own errors, with exit code 2.
 #[derive(Debug)]

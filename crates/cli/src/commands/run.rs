@@ -4,6 +4,7 @@
 //! With no arguments, `run` fetches MiniLM, SmolLM2 and the Brown corpus if absent, builds
 //! brown-genre, and runs the small default (ε = 3, δ = 1e-5) into `runs/run-<time>/`.
 
+use dpselft_model::DeviceSpec;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -126,6 +127,8 @@ pub struct Args {
     /// Assets folder [default: $DPSELFT_ASSETS, else ./assets].
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
     /// Print metrics.json to stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -224,8 +227,12 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 }
 
 /// Fetches the models, builds the default data if the default path is used, and returns the
-/// models' paths.
-fn prepare(config: &mut RunConfig, assets: Option<&Path>) -> anyhow::Result<ResolvedPaths> {
+/// models' paths and the device they run on.
+fn prepare(
+    config: &mut RunConfig,
+    assets: Option<&Path>,
+    device: DeviceSpec,
+) -> anyhow::Result<ResolvedPaths> {
     let default = pipeline::RunSection::default();
     if config.run.train_data == default.train_data {
         if !config.run.train_data.exists() {
@@ -239,6 +246,7 @@ fn prepare(config: &mut RunConfig, assets: Option<&Path>) -> anyhow::Result<Reso
     Ok(ResolvedPaths {
         model: resolve_model(&config.run.model, assets)?,
         generator: resolve_model(&config.run.generator, assets)?,
+        device,
     })
 }
 
@@ -257,7 +265,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return resume(args);
     }
     let mut config = resolve(&args)?;
-    let paths = prepare(&mut config, args.assets.as_deref())?;
+    let paths = prepare(&mut config, args.assets.as_deref(), args.device)?;
     let out = out_dir(&args);
     eprintln!("dpselft run → {}", out.display());
     let mut progress = Bars::default();
@@ -280,7 +288,7 @@ fn resume(args: Args) -> anyhow::Result<()> {
         .into());
     }
     let mut config = RunConfig::load(&config_path)?;
-    let paths = prepare(&mut config, args.assets.as_deref())?;
+    let paths = prepare(&mut config, args.assets.as_deref(), args.device)?;
     eprintln!("dpselft run --resume → {}", out.display());
     let mut progress = Bars::default();
     let metrics = pipeline::resume(&paths, &out, &mut progress)
@@ -306,7 +314,7 @@ fn report(
 /// Runs `dpselft synth`: stage 1 into a new run folder.
 pub fn synth(args: Args) -> anyhow::Result<()> {
     let mut config = resolve(&args)?;
-    let paths = prepare(&mut config, args.assets.as_deref())?;
+    let paths = prepare(&mut config, args.assets.as_deref(), args.device)?;
     let out = out_dir(&args);
     let mut progress = Bars::default();
     pipeline::run_synth(&config, &paths, &out, &mut progress)?;
@@ -329,6 +337,7 @@ pub fn select(args: Args) -> anyhow::Result<()> {
     let paths = ResolvedPaths {
         model: resolve_model(&config.run.model, args.assets.as_deref())?,
         generator: PathBuf::new(),
+        device: args.device,
     };
     let mut progress = Bars::default();
     let selection = pipeline::run_select(&out, &paths, &mut progress)?;

@@ -13,14 +13,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use candle_core::Device;
 use clap::ValueEnum;
 use dpselft_data::{Dataset, LoadOptions, load_dataset};
 use dpselft_dp::{
     Checkpoints, DpTrainer, Duration, EvalMetrics, OptimizerKind, PrivacyTarget, Start, Task,
     TrainConfig, TrainData, TrainSummary, TrainerOptions,
 };
-use dpselft_model::{Model, TrainableSpec};
+use dpselft_model::{DeviceSpec, TrainableSpec};
 use serde::{Deserialize, Serialize};
 
 use super::UsageError;
@@ -205,6 +204,8 @@ pub struct Args {
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    #[arg(long, default_value_t, help = super::DEVICE_HELP)]
+    pub device: DeviceSpec,
 }
 
 /// The resolved configuration of a run, written to `<out>/config.json`.
@@ -330,8 +331,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         (resolve(&args)?, Start::Fresh)
     };
-    let model = Model::load(&run.model, &Device::Cpu)
-        .with_context(|| format!("loading {}", run.model.display()))?;
+    let model = super::load_model_on(&run.model, args.device)?;
     let mut run = run;
     if let (Start::Fresh, Some(method)) = (start, args.method) {
         if matches!(

@@ -143,6 +143,7 @@ pub fn grid_bench(root: &Path, methods: &[&str], epsilons: &[f64]) -> UtilityBen
         paths: ResolvedPaths {
             model: root.join("target"),
             generator: root.join("generator"),
+            device: Default::default(),
         },
         model_name: "target".into(),
         generator_name: "generator".into(),
@@ -171,6 +172,7 @@ pub fn selection_bench(root: &Path) -> dpselft_bench::selection::SelectionBench 
         paths: ResolvedPaths {
             model: root.join("target"),
             generator: root.join("generator"),
+            device: Default::default(),
         },
         held_out_fraction: 0.25,
         work: root.join("selection-bench"),
