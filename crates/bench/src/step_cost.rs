@@ -20,6 +20,10 @@
 //! random `tiny` models use seeded pseudo-random token ids. Classification task (2 labels,
 //! alternating), mean pooling for encoders and last-token pooling for decoders, as the trainer.
 //!
+//! On a GPU (`--device cuda:N`) the clock is read at each phase boundary only after the device
+//! has finished its queued work; the memory probes are skipped there (they read the host's
+//! resident size).
+//!
 //! Memory: each kind of step runs once more in a child process of its own (this binary with a
 //! hidden `--probe` flag) that sets the row up, returns freed memory to the OS at once (jemalloc
 //! `dirty_decay_ms:0,muzzy_decay_ms:0`), resets the kernel's peak-RSS counter (`clear_refs` 5),

@@ -1,11 +1,11 @@
 //! `dpselft bench selection`: the selection's choice against the oracle (the harness is
 //! `dpselft_bench::selection`).
 
-use dpselft_model::DeviceSpec;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use dpselft_bench::selection::{SelectionBench, run_selection_bench};
+use dpselft_model::DeviceSpec;
 
 use super::UsageError;
 use super::bench_utility::{Log, TaskArg};

@@ -1,11 +1,11 @@
 //! `dpselft bench synthetic`: the probe accuracy of the synthetic data against real data and the
 //! majority floor (the harness is `dpselft_bench::synthetic`).
 
-use dpselft_model::DeviceSpec;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use dpselft_bench::synthetic::{Probe, SyntheticBench, run_synthetic_bench};
+use dpselft_model::DeviceSpec;
 
 use super::bench_utility::{Log, TaskArg};
 

@@ -1,12 +1,12 @@
 //! `dpselft bench utility`: the privacy–utility grid (dp-selft against every baseline at the same
 //! (ε, δ)), resumable, with `results.jsonl`, `table.md` and `chart.svg`.
 
-use dpselft_model::DeviceSpec;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::ValueEnum;
 use dpselft_bench::{Method, MethodsFile, UtilityBench, run_grid};
+use dpselft_model::DeviceSpec;
 use dpselft_selft::Progress;
 use dpselft_selft::pipeline::{ResolvedPaths, Scale};
 

@@ -4,12 +4,12 @@
 //! With no arguments, `run` fetches MiniLM, SmolLM2 and the Brown corpus if absent, builds
 //! brown-genre, and runs the small default (ε = 3, δ = 1e-5) into `runs/run-<time>/`.
 
-use dpselft_model::DeviceSpec;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::ValueEnum;
 use dpselft_dp::{EvalMetrics, Observer, StepMetrics, TrainPlan};
+use dpselft_model::DeviceSpec;
 use dpselft_selft::pipeline::{self, ResolvedPaths, RunConfig, Scale};
 use dpselft_selft::{Candidates, Perturbation, Progress, SynthSection};
 
