@@ -33,8 +33,8 @@
 use candle_core::{DType, Device, Tensor};
 use dpselft_dp::{
     ClipOutput, ClippedSumAccumulator, Clipping, DpOptimizer, DpOptimizerConfig, HeadChoice,
-    LrSchedule, MicroBatch, NoiseRng, NormMethod, OptimizerKind, Task, TrainableParams,
-    clip_groups, per_example_loss, prepare_model, record_grads,
+    LrSchedule, MicroBatch, NoiseRng, NormMethod, OptimizerKind, ParamGroups, Task,
+    TrainableParams, clip_groups, per_example_loss, prepare_model, record_grads,
 };
 use dpselft_model::{
     Batch, BertConfig, Ctx, DeviceSpec, LlamaConfig, Model, ModelConfig, TrainableSpec,
@@ -336,15 +336,24 @@ impl StepBench {
     /// The DP step's private core on the batch, without an update: the per-example norms and
     /// the clipped sums, as the DP step computes them.
     pub fn clip_output(&self) -> Result<ClipOutput> {
-        let micro_batch = MicroBatch {
+        let recorded = record_grads(&self.model, &self.params, self.micro_batch())?;
+        self.clip(&recorded.groups)
+    }
+
+    /// The row's fixed batch as one micro-batch.
+    fn micro_batch(&self) -> MicroBatch<'_> {
+        MicroBatch {
             batch: &self.batch,
             labels: Some(&self.labels),
             loss_mask: None,
             prefix: None,
-        };
-        let recorded = record_grads(&self.model, &self.params, micro_batch)?;
+        }
+    }
+
+    /// Per-example norms, flat clipping and clipped sums of the recorded groups.
+    fn clip(&self, groups: &ParamGroups) -> Result<ClipOutput> {
         Ok(clip_groups(
-            &recorded.groups,
+            groups,
             &self.params,
             &self.clipping,
             NormMethod::Auto,
@@ -403,20 +412,9 @@ impl StepBench {
 
     fn dp_step(&mut self) -> Result<Phases> {
         let t0 = self.now()?;
-        let micro_batch = MicroBatch {
-            batch: &self.batch,
-            labels: Some(&self.labels),
-            loss_mask: None,
-            prefix: None,
-        };
-        let recorded = record_grads(&self.model, &self.params, micro_batch)?;
+        let recorded = record_grads(&self.model, &self.params, self.micro_batch())?;
         let t1 = self.now()?;
-        let clipped = clip_groups(
-            &recorded.groups,
-            &self.params,
-            &self.clipping,
-            NormMethod::Auto,
-        )?;
+        let clipped = self.clip(&recorded.groups)?;
         let mut acc = ClippedSumAccumulator::new();
         acc.add(&clipped)?;
         let sums = acc.into_sums();

@@ -78,6 +78,11 @@ impl Model {
         })
     }
 
+    /// [`Model::load`] on the device `spec` names (opened once per process, [`crate::DeviceSpec::open`]).
+    pub fn load_on(path: &Path, spec: crate::DeviceSpec) -> Result<Self> {
+        Self::load(path, &spec.open()?)
+    }
+
     /// Loads a Hugging Face folder (config.json, *.safetensors, tokenizer.json) or a `.gguf` file.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         if loader::is_gguf(path) {

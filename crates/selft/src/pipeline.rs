@@ -54,7 +54,7 @@ pub struct ResolvedPaths {
 impl ResolvedPaths {
     /// Loads the model at `path` on the run's device.
     pub fn load(&self, path: &Path) -> Result<Model> {
-        Ok(Model::load(path, &self.device.open()?)?)
+        Ok(Model::load_on(path, self.device)?)
     }
 
     /// Loads the target model on the run's device.

@@ -31,8 +31,7 @@ pub const DEVICE_HELP: &str = "Where the models run: `cpu`, or a CUDA GPU `cuda`
 
 /// Loads the model at `path` (resolved by `fetch_assets::resolve_model`) on `device`.
 pub fn load_model_on(path: &Path, device: DeviceSpec) -> anyhow::Result<Model> {
-    let device = device.open()?;
-    Model::load(path, &device).with_context(|| format!("loading {}", path.display()))
+    Model::load_on(path, device).with_context(|| format!("loading {}", path.display()))
 }
 
 /// An invalid value on the command line: reported like clap's own errors, with exit code 2.
