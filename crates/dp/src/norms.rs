@@ -25,6 +25,8 @@ use std::collections::HashMap;
 
 use candle_core::{D, DType, Device, Shape, Tensor, TensorId};
 
+use dpselft_model::ops::kernels::{sum_per_example, sum_tokens};
+
 use crate::error::{Result, invalid, shape_err};
 
 /// How a record's padded token positions are neutralised.
@@ -272,13 +274,13 @@ impl GradRecord {
             Kind::Linear { x, g } => match self.resolve_method(method) {
                 NormMethod::Materialize => {
                     // gᵢᵀxᵢ for all i at once: B×d_out×d_in, dropped right after.
-                    Ok(g.t()?.matmul(x)?.sqr()?.sum((1, 2))?)
+                    Ok(sum_per_example(&g.t()?.matmul(x)?.sqr()?)?)
                 }
                 _ => {
                     // ⟨xxᵀ, ggᵀ⟩: two B×T×T Gram matrices, never the d_out×d_in gradient.
                     let gram_x = grams.of(x)?;
                     let gram_g = g.matmul(&g.t()?)?;
-                    Ok((gram_x * gram_g)?.sum((1, 2))?)
+                    Ok(sum_per_example(&(gram_x * gram_g)?)?)
                 }
             },
             Kind::Embedding { ids, g, .. } => {
@@ -289,7 +291,7 @@ impl GradRecord {
                     .broadcast_eq(&ids.unsqueeze(1)?)?
                     .to_dtype(g.dtype())?;
                 let gram_g = g.matmul(&g.t()?)?;
-                Ok((same_id * gram_g)?.sum((1, 2))?)
+                Ok(sum_per_example(&(same_id * gram_g)?)?)
             }
             _ => Ok(self.per_example_grads()?.sqr()?.sum(1)?),
         }
@@ -316,7 +318,7 @@ impl GradRecord {
                 // ⟨gₐᵀxₐ, g_bᵀx_b⟩ = Σ_{t,s} (xₐ,t·x_b,s)(gₐ,t·g_b,s).
                 let cross_x = xa.matmul(&xb.t()?)?;
                 let cross_g = ga.matmul(&gb.t()?)?;
-                Ok((cross_x * cross_g)?.sum((1, 2))?)
+                Ok(sum_per_example(&(cross_x * cross_g)?)?)
             }
             (Kind::Linear { x, g }, Kind::Embedding { ids, g: ge, .. })
             | (Kind::Embedding { ids, g: ge, .. }, Kind::Linear { x, g }) => {
@@ -328,14 +330,14 @@ impl GradRecord {
                     .contiguous()?;
                 let g_at_ids = g.contiguous()?.gather(&cols, 2)?; // B×T_lin×T_emb
                 let cross_x = x.matmul(&ge.t()?)?; // B×T_lin×T_emb
-                Ok((g_at_ids * cross_x)?.sum((1, 2))?)
+                Ok(sum_per_example(&(g_at_ids * cross_x)?)?)
             }
             (Kind::Embedding { ids: ia, g: ga, .. }, Kind::Embedding { ids: ib, g: gb, .. }) => {
                 let same_id = ia
                     .unsqueeze(2)?
                     .broadcast_eq(&ib.unsqueeze(1)?)?
                     .to_dtype(ga.dtype())?;
-                Ok((same_id * ga.matmul(&gb.t()?)?)?.sum((1, 2))?)
+                Ok(sum_per_example(&(same_id * ga.matmul(&gb.t()?)?)?)?)
             }
             (Kind::Linear { .. } | Kind::Embedding { .. }, _)
             | (_, Kind::Linear { .. } | Kind::Embedding { .. }) => Err(shape_err(
@@ -350,8 +352,8 @@ impl GradRecord {
     /// B×P per-example gradients for the kinds whose gradient is small (bias, scale, direct).
     pub(crate) fn per_example_grads(&self) -> Result<Tensor> {
         Ok(match &self.kind {
-            Kind::Bias { g } => g.sum(1)?,
-            Kind::Scale { x_hat, g } => (g * x_hat)?.sum(1)?,
+            Kind::Bias { g } => sum_tokens(g)?,
+            Kind::Scale { x_hat, g } => sum_tokens(&(g * x_hat)?)?,
             Kind::Direct { grads } => grads.flatten_from(1)?,
             Kind::Linear { .. } | Kind::Embedding { .. } => {
                 return Err(shape_err(

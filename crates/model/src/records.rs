@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Shape, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::ops::linear::add_bias;
 
 /// What a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +164,8 @@ impl Recorder {
         };
         let y = x.apply_op3(&anchor, &y0, op)?;
         Ok(match b {
-            Some((_, b)) => y.broadcast_add(b)?,
+            // b's gradient comes from the record; autograd's would be dropped, so not formed.
+            Some((_, b)) => add_bias(&y, &b.detach())?,
             None => y,
         })
     }
@@ -184,7 +186,7 @@ impl Recorder {
             _ => {
                 let y = xhat.broadcast_mul(gamma)?;
                 return Ok(match beta {
-                    Some((_, b)) => y.broadcast_add(b)?,
+                    Some((_, b)) => add_bias(&y, b)?,
                     None => y,
                 });
             }
@@ -209,7 +211,8 @@ impl Recorder {
         };
         let y = xhat.apply_op3(&anchor, &y0, op)?;
         Ok(match beta {
-            Some((_, b)) => y.broadcast_add(b)?,
+            // As for a linear bias: β's gradient comes from the record.
+            Some((_, b)) => add_bias(&y, &b.detach())?,
             None => y,
         })
     }

@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod attention;
 pub mod cross_entropy;
+pub mod kernels;
 pub mod linear;
 pub mod loss;
 pub mod norm;

@@ -3,6 +3,7 @@
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, D, Layout, Shape, Tensor};
 
 use crate::error::Result;
+use crate::ops::kernels;
 
 /// LayerNorm over the last dimension: x̂ = (x − mean) / √(var + eps), y = x̂ γ + β.
 /// x: (…, d), γ, β: (d) → y: (…, d). Returns (y, x̂) so that the DP engine can use x̂ for the
@@ -30,6 +31,12 @@ pub fn rms_norm_forward(x: &Tensor, gamma: &Tensor, eps: f64) -> Result<(Tensor,
 /// (var = mean((x − μ)²), resp. mean(x²)), over the last dimension, with the analytic backward
 /// ∂x = r ⊙ (∂x̂ − mean(∂x̂) − x̂ · mean(∂x̂ ⊙ x̂)) (the mean(∂x̂) term only when centred).
 pub fn normalize(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
+    if kernels::fusable_on_cpu(x) {
+        // One pass per row forward and one backward (the composite below takes ~8).
+        return Ok(x
+            .contiguous()?
+            .apply_op1(kernels::Normalize { eps, center })?);
+    }
     let xhat = normalize_values(&x.detach(), eps, center)?;
     if !x.track_op() {
         return Ok(xhat);

@@ -3,6 +3,7 @@
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, D, DType, Layout, Shape, Tensor};
 
 use crate::error::Result;
+use crate::ops::kernels;
 
 /// softmax(x) along the last dimension, with an analytic backward
 /// ∂x = p ⊙ (∂p − Σ ∂p ⊙ p) (a custom op over (x, p) that returns p).
@@ -65,6 +66,12 @@ impl CustomOp2 for SoftmaxBackward {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let p = res.detach();
+        if kernels::fusable_on_cpu(&p) {
+            let dx = p
+                .contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &kernels::SoftmaxGrad)?;
+            return Ok((Some(dx), None));
+        }
         let gp = grad.mul(&p)?; // ∂p ⊙ p
         let s = gp.sum_keepdim(D::Minus1)?; // Σ ∂p ⊙ p
         let dx = gp.sub(&p.broadcast_mul(&s)?)?; // p ⊙ ∂p − p Σ

@@ -1,0 +1,543 @@
+//! Fused, multi-threaded CPU kernels for the element-wise and row-wise parts of a training step.
+//!
+//! candle runs each element-wise op as its own single-threaded pass, and its autograd adds a
+//! zero-filled buffer and an addition for every gradient it accumulates; GELU's backward alone
+//! is ~10 passes over the (B, T, 4d) activation. Here each op is one pass, split over the rayon
+//! pool in fixed chunks (so results do not depend on the number of threads), with its analytic
+//! backward as a second kernel. The callers ([`crate::ops`]) use these on CPU tensors of f32 or
+//! f64 and keep candle's composites everywhere else (CUDA, half precision); the finite-difference
+//! tests run both, and the composites are the reference the kernels are tested against.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
+use num_traits::{Float, Zero};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Elements per parallel task: large enough that scheduling costs nothing, small enough that two
+/// cores share a (B, T, d) activation evenly.
+const CHUNK: usize = 1 << 14;
+
+/// The float types the kernels run on.
+pub(crate) trait Real: WithDType + Float + Send + Sync {
+    /// erf, candle's own implementation (so fused and composite forwards agree bit for bit).
+    fn erf(self) -> Self;
+    /// The value as f64 (the accumulators' type).
+    fn wide(self) -> f64 {
+        WithDType::to_f64(self)
+    }
+    /// An f64 rounded to this type.
+    fn narrow(v: f64) -> Self {
+        WithDType::from_f64(v)
+    }
+}
+
+impl Real for f32 {
+    fn erf(self) -> Self {
+        candle_core::cpu::erf::erf_f32(self)
+    }
+}
+
+impl Real for f64 {
+    fn erf(self) -> Self {
+        candle_core::cpu::erf::erf_f64(self)
+    }
+}
+
+/// Whether `x` can take the fused CPU kernels: on the CPU, in f32 or f64.
+pub(crate) fn fusable_on_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+fn msg(s: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("fused kernel: {s}"))
+}
+
+/// The contiguous data of a CPU storage as `&[T]`.
+fn data<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| msg("input must be contiguous"))?;
+    Ok(&s.as_slice::<T>()?[a..b])
+}
+
+/// Runs `$body` with `$t` bound to the storage's float type.
+macro_rules! by_dtype {
+    ($s:expr, $t:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body
+            }
+            _ => Err(msg("only f32 and f64")),
+        }
+    };
+}
+
+/// out[i] = f(a[i]) in parallel chunks.
+fn map1<T: Real>(a: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK))
+        .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a)));
+    out
+}
+
+/// out[i] = f(a[i], b[i]) in parallel chunks.
+fn map2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            o.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(o, (&a, &b))| *o = f(a, b))
+        });
+    out
+}
+
+/// Rows of length `n` per parallel task.
+fn rows_per_task(n: usize) -> usize {
+    (CHUNK / n.max(1)).max(1)
+}
+
+/// Calls `f(row_in, row_out)` for every row of length `n`, in parallel groups of rows.
+fn for_rows<T: Real>(a: &[T], n: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    let step = rows_per_task(n) * n;
+    out.par_chunks_mut(step)
+        .zip(a.par_chunks(step))
+        .for_each(|(o, a)| o.chunks_mut(n).zip(a.chunks(n)).for_each(|(o, a)| f(a, o)));
+    out
+}
+
+/// [`for_rows`] over two inputs of the same shape.
+fn for_rows2<T: Real>(
+    a: &[T],
+    b: &[T],
+    n: usize,
+    f: impl Fn(&[T], &[T], &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    let step = rows_per_task(n) * n;
+    out.par_chunks_mut(step)
+        .zip(a.par_chunks(step).zip(b.par_chunks(step)))
+        .for_each(|(o, (a, b))| {
+            o.chunks_mut(n)
+                .zip(a.chunks(n).zip(b.chunks(n)))
+                .for_each(|(o, (a, b))| f(a, b, o))
+        });
+    out
+}
+
+fn last_dim(l: &Layout) -> usize {
+    l.dims().last().copied().unwrap_or(1)
+}
+
+fn owned<T: Real>(v: Vec<T>, l: &Layout) -> (CpuStorage, Shape) {
+    (T::to_cpu_storage_owned(v), l.shape().clone())
+}
+
+fn c<T: Real>(v: f64) -> T {
+    T::narrow(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU (erf form)
+
+/// GELU(x) = x Φ(x), written as candle's kernel writes it.
+fn gelu<T: Real>(x: T) -> T {
+    ((x * c(std::f64::consts::FRAC_1_SQRT_2)).erf() + T::one()) * c(0.5) * x
+}
+
+/// GELU'(x) = Φ(x) + x φ(x).
+fn gelu_grad<T: Real>(x: T) -> T {
+    let cdf = c::<T>(0.5) * (T::one() + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf());
+    let pdf = (-(x * x) * c(0.5)).exp()
+        * c(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+    cdf + x * pdf
+}
+
+/// GELU with the fused backward below.
+pub(crate) struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "dpselft-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        by_dtype!(s, T => Ok(owned(map1(data::<T>(s, l)?, gelu), l)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?))
+    }
+}
+
+/// (x, ∂y) → ∂y · GELU'(x).
+struct GeluErfGrad;
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "dpselft-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        by_dtype!(s1, T => {
+            let out = map2(data::<T>(s1, l1)?, data::<T>(s2, l2)?, |x, g| g * gelu_grad(x));
+            Ok(owned(out, l1))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation (LayerNorm's and RMSNorm's x̂)
+
+/// One row's centre μ (0 unless `center`) and r = 1/√(var + eps), accumulated in f64.
+fn row_stats<T: Real>(x: &[T], eps: f64, center: bool) -> (f64, f64) {
+    let n = x.len().max(1) as f64;
+    let mu = if center {
+        x.iter().map(|v| v.wide()).sum::<f64>() / n
+    } else {
+        0.0
+    };
+    let var = x
+        .iter()
+        .map(|v| {
+            let d = v.wide() - mu;
+            d * d
+        })
+        .sum::<f64>()
+        / n;
+    (mu, 1.0 / (var + eps).sqrt())
+}
+
+/// x̂ = (x − μ)·r over the last dimension, with the fused backward below.
+pub(crate) struct Normalize {
+    pub eps: f64,
+    pub center: bool,
+}
+
+impl CustomOp1 for Normalize {
+    fn name(&self) -> &'static str {
+        "dpselft-normalize-fused"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (eps, center) = (self.eps, self.center);
+        by_dtype!(s, T => {
+            let out = for_rows(data::<T>(s, l)?, last_dim(l), |x, o| {
+                let (mu, r) = row_stats(x, eps, center);
+                o.iter_mut().zip(x).for_each(|(o, &v)| *o = T::narrow((v.wide() - mu) * r));
+            });
+            Ok(owned(out, l))
+        })
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = NormalizeGrad {
+            eps: self.eps,
+            center: self.center,
+        };
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &op)?))
+    }
+}
+
+/// (x, ∂x̂) → ∂x = r (∂x̂ − mean(∂x̂) − x̂ mean(∂x̂ ⊙ x̂)) per row (no mean(∂x̂) term without
+/// centring); μ, r and x̂ are recomputed from x in the same pass.
+struct NormalizeGrad {
+    eps: f64,
+    center: bool,
+}
+
+impl CustomOp2 for NormalizeGrad {
+    fn name(&self) -> &'static str {
+        "dpselft-normalize-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (eps, center) = (self.eps, self.center);
+        by_dtype!(s1, T => {
+            let n = last_dim(l1);
+            let out = for_rows2(data::<T>(s1, l1)?, data::<T>(s2, l2)?, n, |x, g, o| {
+                let (mu, r) = row_stats(x, eps, center);
+                let (mut g_mean, mut gx_mean) = (0.0, 0.0);
+                for (&xv, &gv) in x.iter().zip(g) {
+                    let (xh, gv) = ((xv.wide() - mu) * r, gv.wide());
+                    g_mean += gv;
+                    gx_mean += gv * xh;
+                }
+                let nf = n.max(1) as f64;
+                let g_mean = if center { g_mean / nf } else { 0.0 };
+                let gx_mean = gx_mean / nf;
+                for ((o, &xv), &gv) in o.iter_mut().zip(x).zip(g) {
+                    let xh = (xv.wide() - mu) * r;
+                    *o = T::narrow(r * (gv.wide() - g_mean - xh * gx_mean));
+                }
+            });
+            Ok(owned(out, l1))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax's backward
+
+/// (p, ∂p) → ∂x = p ⊙ (∂p − Σ ∂p ⊙ p) per row of the last dimension.
+pub(crate) struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "dpselft-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        by_dtype!(s1, T => {
+            let out = for_rows2(data::<T>(s1, l1)?, data::<T>(s2, l2)?, last_dim(l1), |p, g, o| {
+                let dot = p.iter().zip(g).fold(T::zero(), |s, (&p, &g)| s + p * g);
+                for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
+                    *o = p * (g - dot);
+                }
+            });
+            Ok(owned(out, l1))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bias addition
+
+/// y + b over the rows of y (the last dimension is b's), with ∂b = Σ_rows ∂y computed only when
+/// b takes part in autograd.
+pub(crate) struct AddBias;
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "dpselft-add-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        by_dtype!(s1, T => {
+            let b = data::<T>(s2, l2)?;
+            if b.len() != last_dim(l1) {
+                return Err(msg("bias length differs from the last dimension"));
+            }
+            let out = for_rows(data::<T>(s1, l1)?, b.len(), |y, o| {
+                for ((o, &y), &b) in o.iter_mut().zip(y).zip(b) {
+                    *o = y + b;
+                }
+            });
+            Ok(owned(out, l1))
+        })
+    }
+
+    fn bwd(
+        &self,
+        y: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let gy = y.track_op().then(|| grad.clone());
+        let gb = match b.track_op() {
+            true => {
+                let n = b.elem_count();
+                Some(
+                    grad.contiguous()?
+                        .reshape(((), n))?
+                        .apply_op1_no_bwd(&SumRows)?,
+                )
+            }
+            false => None,
+        };
+        Ok((gy, gb))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions
+
+/// (R, n) → (n): the column sums, over fixed groups of rows in parallel, then the groups in
+/// order (the same result for any number of threads).
+struct SumRows;
+
+impl CustomOp1 for SumRows {
+    fn name(&self) -> &'static str {
+        "dpselft-sum-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let n = last_dim(l);
+        by_dtype!(s, T => {
+            let x = data::<T>(s, l)?;
+            let partials: Vec<Vec<T>> = x
+                .par_chunks(rows_per_task(n) * n)
+                .map(|rows| {
+                    let mut acc = vec![T::zero(); n];
+                    for row in rows.chunks(n) {
+                        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+                    }
+                    acc
+                })
+                .collect();
+            let mut out = vec![T::zero(); n];
+            for p in partials {
+                out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+            }
+            Ok((T::to_cpu_storage_owned(out), Shape::from(n)))
+        })
+    }
+}
+
+/// (B, T, d) → (B, d): the sum over T of each example, examples in parallel.
+struct SumTokens;
+
+impl CustomOp1 for SumTokens {
+    fn name(&self) -> &'static str {
+        "dpselft-sum-tokens"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let &[b, t, d] = l.dims() else {
+            return Err(msg("sum over tokens needs (B, T, d)"));
+        };
+        by_dtype!(s, T => {
+            let x = data::<T>(s, l)?;
+            let mut out = vec![T::zero(); b * d];
+            out.par_chunks_mut(d.max(1))
+                .zip(x.par_chunks((t * d).max(1)))
+                .for_each(|(o, ex)| {
+                    for row in ex.chunks(d.max(1)) {
+                        o.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+                    }
+                });
+            Ok((T::to_cpu_storage_owned(out), Shape::from((b, d))))
+        })
+    }
+}
+
+/// (B, …) → (B): the sum of each example's elements, accumulated in f64, examples in parallel.
+struct SumPerExample;
+
+impl CustomOp1 for SumPerExample {
+    fn name(&self) -> &'static str {
+        "dpselft-sum-per-example"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let b = l.dims().first().copied().unwrap_or(1);
+        let per = l.shape().elem_count() / b.max(1);
+        by_dtype!(s, T => {
+            let x = data::<T>(s, l)?;
+            let out: Vec<T> = x
+                .par_chunks(per.max(1))
+                .map(|ex| T::narrow(ex.iter().map(|v| v.wide()).sum()))
+                .collect();
+            Ok((T::to_cpu_storage_owned(out), Shape::from(b)))
+        })
+    }
+}
+
+/// Σ over the token dimension: (B, T, d) → (B, d). No gradient (the DP engine's reductions).
+pub fn sum_tokens(x: &Tensor) -> Result<Tensor> {
+    if fusable_on_cpu(x) && x.rank() == 3 {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&SumTokens)?);
+    }
+    Ok(x.sum(1)?)
+}
+
+/// Σ over everything but the first dimension: (B, …) → (B). No gradient.
+pub fn sum_per_example(x: &Tensor) -> Result<Tensor> {
+    if fusable_on_cpu(x) && x.rank() >= 1 {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&SumPerExample)?);
+    }
+    Ok(x.flatten_from(1)?.sum(1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::rand_f64;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        a.sub(b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0))
+            .and_then(|d| d.to_dtype(DType::F64))
+            .and_then(|d| d.to_scalar::<f64>())
+            .unwrap_or(f64::INFINITY)
+    }
+
+    #[test]
+    fn reductions_match_candle() -> Result<()> {
+        let x = rand_f64(&[3, 70, 5], 1, &Device::Cpu)?;
+        assert!(max_diff(&sum_tokens(&x)?, &x.sum(1)?) < 1e-12);
+        assert!(max_diff(&sum_per_example(&x)?, &x.sum((1, 2))?) < 1e-12);
+        let y = x.reshape((210, 5))?;
+        let s = y.apply_op1_no_bwd(&SumRows)?;
+        assert!(max_diff(&s, &y.sum(0)?) < 1e-12);
+        // f32 goes through the same kernels.
+        let x32 = x.to_dtype(DType::F32)?;
+        assert!(max_diff(&sum_tokens(&x32)?, &x32.sum(1)?) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_matches_candle_in_value_and_gradient() -> Result<()> {
+        let x = (rand_f64(&[4, 3000], 2, &Device::Cpu)? * 4.0)?;
+        let v = candle_core::Var::from_tensor(&x)?;
+        let fused = v.as_tensor().apply_op1(GeluErf)?;
+        let reference = v.as_tensor().gelu_erf()?;
+        assert!(max_diff(&fused, &reference) < 1e-14);
+        let w = rand_f64(&[4, 3000], 3, &Device::Cpu)?;
+        let gf = fused.mul(&w)?.sum_all()?.backward()?;
+        let gr = reference.mul(&w)?.sum_all()?.backward()?;
+        let (gf, gr) = (gf.get(v.as_tensor()), gr.get(v.as_tensor()));
+        let (Some(gf), Some(gr)) = (gf, gr) else {
+            panic!("no gradient")
+        };
+        // candle's backward rounds 1/√(2π) to 0.398942; ours is exact.
+        assert!(max_diff(gf, gr) < 1e-5, "{}", max_diff(gf, gr));
+        Ok(())
+    }
+
+    #[test]
+    fn f32_gelu_forward_is_candles_bit_for_bit() -> Result<()> {
+        let x = (rand_f64(&[5000], 4, &Device::Cpu)? * 5.0)?.to_dtype(DType::F32)?;
+        let a = x.apply_op1_no_bwd(&GeluErf)?.to_vec1::<f32>()?;
+        let b = x.gelu_erf()?.to_vec1::<f32>()?;
+        assert_eq!(a, b);
+        Ok(())
+    }
+}
