@@ -25,6 +25,7 @@ use std::collections::HashMap;
 
 use candle_core::{D, DType, Device, Shape, Tensor, TensorId};
 
+use dpselft_model::ops::batched::batched_a_bt;
 use dpselft_model::ops::kernels::{sum_per_example, sum_tokens};
 
 use crate::error::{Result, invalid, shape_err};
@@ -279,7 +280,7 @@ impl GradRecord {
                 _ => {
                     // ⟨xxᵀ, ggᵀ⟩: two B×T×T Gram matrices, never the d_out×d_in gradient.
                     let gram_x = grams.of(x)?;
-                    let gram_g = g.matmul(&g.t()?)?;
+                    let gram_g = batched_a_bt(g, g)?;
                     Ok(sum_per_example(&(gram_x * gram_g)?)?)
                 }
             },
@@ -290,7 +291,7 @@ impl GradRecord {
                     .unsqueeze(2)?
                     .broadcast_eq(&ids.unsqueeze(1)?)?
                     .to_dtype(g.dtype())?;
-                let gram_g = g.matmul(&g.t()?)?;
+                let gram_g = batched_a_bt(g, g)?;
                 Ok(sum_per_example(&(same_id * gram_g)?)?)
             }
             _ => Ok(self.per_example_grads()?.sqr()?.sum(1)?),
@@ -316,8 +317,8 @@ impl GradRecord {
         match (&self.kind, &other.kind) {
             (Kind::Linear { x: xa, g: ga }, Kind::Linear { x: xb, g: gb }) => {
                 // ⟨gₐᵀxₐ, g_bᵀx_b⟩ = Σ_{t,s} (xₐ,t·x_b,s)(gₐ,t·g_b,s).
-                let cross_x = xa.matmul(&xb.t()?)?;
-                let cross_g = ga.matmul(&gb.t()?)?;
+                let cross_x = batched_a_bt(xa, xb)?;
+                let cross_g = batched_a_bt(ga, gb)?;
                 Ok(sum_per_example(&(cross_x * cross_g)?)?)
             }
             (Kind::Linear { x, g }, Kind::Embedding { ids, g: ge, .. })
@@ -329,7 +330,7 @@ impl GradRecord {
                     .broadcast_as((b, t_lin, t_emb))?
                     .contiguous()?;
                 let g_at_ids = g.contiguous()?.gather(&cols, 2)?; // B×T_lin×T_emb
-                let cross_x = x.matmul(&ge.t()?)?; // B×T_lin×T_emb
+                let cross_x = batched_a_bt(x, ge)?; // B×T_lin×T_emb
                 Ok(sum_per_example(&(g_at_ids * cross_x)?)?)
             }
             (Kind::Embedding { ids: ia, g: ga, .. }, Kind::Embedding { ids: ib, g: gb, .. }) => {
@@ -337,7 +338,7 @@ impl GradRecord {
                     .unsqueeze(2)?
                     .broadcast_eq(&ib.unsqueeze(1)?)?
                     .to_dtype(ga.dtype())?;
-                Ok(sum_per_example(&(same_id * ga.matmul(&gb.t()?)?)?)?)
+                Ok(sum_per_example(&(same_id * batched_a_bt(ga, gb)?)?)?)
             }
             (Kind::Linear { .. } | Kind::Embedding { .. }, _)
             | (_, Kind::Linear { .. } | Kind::Embedding { .. }) => Err(shape_err(
@@ -375,7 +376,7 @@ impl InputGrams {
         if let Some(gram) = self.0.get(&x.id()) {
             return Ok(gram.clone());
         }
-        let gram = x.matmul(&x.t()?)?;
+        let gram = batched_a_bt(x, x)?;
         self.0.insert(x.id(), gram.clone());
         Ok(gram)
     }

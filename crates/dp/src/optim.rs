@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clip::Clipping;
 use crate::error::{DpError, Result, invalid, shape_err};
-use crate::noise::add_gaussian_noise;
+use dpselft_model::ops::kernels::{fusable_on_cpu, zip2, zip3};
+
+use crate::noise::{add_gaussian_noise, gaussian_like};
 use crate::rng::NoiseRng;
 
 /// Which update rule consumes the privatised gradient ĝ.
@@ -390,8 +392,16 @@ impl DpOptimizer {
     /// direction from the privatised gradient `grad`, and p ← decayed − lr·direction.
     fn update_param(&mut self, i: usize, param: &Var, grad: Tensor, t: u64, lr: f64) -> Result<()> {
         let p = param.as_tensor();
-        let decayed = if self.decay[i] {
-            p.affine(1.0 - lr * self.config.optimizer.weight_decay(), 0.0)?
+        let keep = if self.decay[i] {
+            1.0 - lr * self.config.optimizer.weight_decay()
+        } else {
+            1.0
+        };
+        if fusable_on_cpu(p) && grad.dtype() == p.dtype() && self.m[i].dtype() == p.dtype() {
+            return self.update_fused(i, param, grad, t, lr, keep);
+        }
+        let decayed = if keep != 1.0 {
+            p.affine(keep, 0.0)?
         } else {
             p.clone()
         };
@@ -400,8 +410,49 @@ impl DpOptimizer {
         Ok(())
     }
 
+    /// [`Self::update_param`] on the CPU in two or three fused passes (the composite runs ~12
+    /// single-threaded ones, each allocating a parameter-sized tensor). The same arithmetic,
+    /// evaluated in f64 per element: results differ from the composite by float rounding only.
+    fn update_fused(
+        &mut self,
+        i: usize,
+        param: &Var,
+        grad: Tensor,
+        t: u64,
+        lr: f64,
+        keep: f64,
+    ) -> Result<()> {
+        let p = param.as_tensor();
+        let new_p = match self.config.optimizer {
+            OptimizerKind::Sgd { momentum, .. } => {
+                self.m[i] = if t == 1 {
+                    grad
+                } else {
+                    zip2(&self.m[i], &grad, |m, g| momentum * m + g)?
+                };
+                zip2(p, &self.m[i], |p, d| keep * p - lr * d)?
+            }
+            OptimizerKind::AdamW {
+                beta1, beta2, eps, ..
+            } => {
+                self.m[i] = zip2(&self.m[i], &grad, |m, g| beta1 * m + (1.0 - beta1) * g)?;
+                self.v[i] = zip2(&self.v[i], &grad, |v, g| beta2 * v + (1.0 - beta2) * g * g)?;
+                let (c1, c2) = (
+                    1.0 / (1.0 - beta1.powf(t as f64)),
+                    1.0 / (1.0 - beta2.powf(t as f64)),
+                );
+                zip3(p, &self.m[i], &self.v[i], |p, m, v| {
+                    keep * p - lr * (m * c1) / ((v * c2).sqrt() + eps)
+                })?
+            }
+        };
+        param.set(&new_p)?;
+        Ok(())
+    }
+
     /// Advances parameter `i`'s moments with `grad` at step `t` and returns the update
-    /// direction: the momentum buffer (SGD) or m̂/(√v̂ + ε) (AdamW).
+    /// direction: the momentum buffer (SGD) or m̂/(√v̂ + ε) (AdamW). The composite path, for
+    /// tensors the fused kernels do not take (GPU, half precision).
     fn direction(&mut self, i: usize, grad: Tensor, t: u64) -> Result<Tensor> {
         Ok(match self.config.optimizer {
             OptimizerKind::Sgd { momentum, .. } => {
@@ -498,6 +549,12 @@ fn privatised_grad(
     dtype: DType,
     rng: &mut NoiseRng,
 ) -> Result<Tensor> {
+    if std > 0.0 && sum.dtype() == dtype && fusable_on_cpu(&sum) {
+        // The same arithmetic as below in one parallel pass: (sum + noise)/B, the noise drawn
+        // exactly as `add_gaussian_noise` draws it.
+        let noise = gaussian_like(&sum, std, rng)?;
+        return Ok(zip2(&sum, &noise, |s, z| (s + z) * inv_batch)?);
+    }
     let noisy = if std > 0.0 {
         add_gaussian_noise(&sum, std, rng)?
     } else {

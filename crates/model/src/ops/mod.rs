@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod batched;
 pub mod cross_entropy;
 pub mod kernels;
 pub mod linear;
