@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::ops::kernels::fusable_on_cpu;
+use crate::ops::kernels::{Real, data, fusable_on_cpu};
 
 /// (B, M, K) · (B, N, K)ᵀ → (B, M, N), i.e. `a.matmul(&b.t())` per example.
 ///
@@ -58,11 +58,11 @@ impl CustomOp2 for BatchedABt {
         let shape = Shape::from((batch, m, n));
         match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let out = products::<f32>(slice(s1, l1)?, slice(s2, l2)?, sizes);
+                let out = products::<f32>(data(s1, l1)?, data(s2, l2)?, sizes);
                 Ok((CpuStorage::F32(out), shape))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let out = products::<f64>(slice(s1, l1)?, slice(s2, l2)?, sizes);
+                let out = products::<f64>(data(s1, l1)?, data(s2, l2)?, sizes);
                 Ok((CpuStorage::F64(out), shape))
             }
             _ => candle_core::bail!("batched a·bᵀ: f32 or f64 operands of one dtype"),
@@ -78,22 +78,8 @@ struct Sizes {
     k: usize,
 }
 
-fn slice<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [T]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("batched a·bᵀ: operands must be contiguous");
-    };
-    Ok(&s.as_slice::<T>()?[start..end])
-}
-
 /// One single-threaded gemm per example, examples in parallel.
-fn products<T: candle_core::WithDType + num_traits::Zero + num_traits::One + 'static>(
-    a: &[T],
-    b: &[T],
-    Sizes { batch, m, n, k }: Sizes,
-) -> Vec<T> {
+fn products<T: Real + 'static>(a: &[T], b: &[T], Sizes { batch, m, n, k }: Sizes) -> Vec<T> {
     let mut out = vec![T::zero(); batch * m * n];
     if m * n * k == 0 {
         return out; // an empty sum: zeros

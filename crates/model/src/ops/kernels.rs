@@ -118,7 +118,7 @@ fn msg(s: &str) -> candle_core::Error {
 }
 
 /// The contiguous data of a CPU storage as `&[T]`.
-fn data<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+pub(crate) fn data<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| msg("input must be contiguous"))?;
