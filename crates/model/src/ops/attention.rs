@@ -3,6 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::ops::batched::batched_matmul;
 use crate::ops::softmax::softmax_last_dim;
 
 /// The value added to masked attention scores (finite, so fully masked rows stay NaN-free).
@@ -30,16 +31,22 @@ pub fn attention_forward(
     let h = q.dim(1)?;
     let kv = k.dim(1)?;
     let n_rep = h / kv;
-    let k = repeat_kv(k, n_rep)?.contiguous()?;
-    let v = repeat_kv(v, n_rep)?.contiguous()?;
-    let d = q.dim(3)?;
-    let scores = (q.contiguous()?.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?; // (B, H, T, S)
+    let k = repeat_kv(k, n_rep)?;
+    let v = repeat_kv(v, n_rep)?;
+    let (b, _, t, d) = q.dims4()?;
+    let s = k.dim(2)?;
+    // Every (example, head) pair is one small product: (B·H, T, D)·(B·H, S, D)ᵀ, then
+    // (B·H, T, S)·(B·H, S, D).
+    let heads = |x: &Tensor, rows: usize, cols: usize| x.contiguous()?.reshape((b * h, rows, cols));
+    let scores = batched_matmul(&heads(q, t, d)?, &heads(&k, s, d)?, false, true)?;
+    let scores = (scores.reshape((b, h, t, s))? * (1.0 / (d as f64).sqrt()))?; // (B, H, T, S)
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
     let p = softmax_last_dim(&scores)?;
-    Ok(p.matmul(&v)?)
+    let out = batched_matmul(&heads(&p, t, s)?, &heads(&v, s, d)?, false, false)?;
+    Ok(out.reshape((b, h, t, d))?)
 }
 
 /// Additive padding mask from a 0/1 attention mask. attn: (B, S) u32/u8 (1 = real token) →
