@@ -64,7 +64,11 @@ pub struct GeneratorConfig {
     /// Nucleus mass [default: per task, [`default_sampling`]].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
-    /// Prompts per generation batch.
+    /// Prompts per generation batch. Each decoding step reads (and gemm packs) every weight of
+    /// the generator once whatever the batch, ~0.19 s a step for SmolLM2-135M on 2 cores, so
+    /// larger batches are faster: 96 texts took 42 s in batches of 48 and 36 s in one of 96. But
+    /// the peak resident size grows by ~25 MB a row (3.4 GB at 48, 4.6 GB at 96, 8.1 GB at 160:
+    /// the KV cache is reallocated at every token), hence 96.
     pub generation_batch: usize,
     /// Share of the stage's ε the histogram alone would spend (sets σ_h).
     pub histogram_share: f64,
@@ -91,7 +95,7 @@ impl Default for GeneratorConfig {
             max_new_tokens: 48,
             temperature: None,
             top_p: None,
-            generation_batch: 48,
+            generation_batch: 96,
             histogram_share: 0.2,
             min_chars: 40,
             val_fraction: 0.2,

@@ -68,7 +68,7 @@ pub struct EvolutionConfig {
     pub temperature: f64,
     /// Nucleus mass.
     pub top_p: f64,
-    /// Prompts per generation batch.
+    /// Prompts per generation batch (see the DP generator's `generation_batch`).
     pub generation_batch: usize,
     /// Tokens per text when embedding (private and synthetic).
     pub embed_seq_len: usize,
@@ -91,7 +91,7 @@ impl Default for EvolutionConfig {
             max_new_tokens: 48,
             temperature: 0.7,
             top_p: 0.9,
-            generation_batch: 48,
+            generation_batch: 96,
             embed_seq_len: 128,
             min_chars: 40,
             val_fraction: 0.2,
