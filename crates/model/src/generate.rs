@@ -89,7 +89,9 @@ pub fn generate_ids(
     let pad = model.special.pad.unwrap_or(0);
     let batch = Batch::from_ids(&prompts, pad, true, &model.device)?;
     let b = batch.size();
-    let mut caches = vec![LayerCache::default(); model.num_blocks()];
+    let mut caches: Vec<LayerCache> = (0..model.num_blocks())
+        .map(|_| LayerCache::default())
+        .collect();
     let mut attn = batch.attn.clone();
     let mut rng = ChaCha20Rng::seed_from_u64(params.seed);
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
