@@ -546,3 +546,37 @@ impl Architecture for LlamaConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::rand_f64;
+    use candle_core::Device;
+
+    /// Appending in pieces, across the capacity's doublings, holds what one concatenation holds.
+    #[test]
+    fn the_kv_cache_holds_what_concatenation_holds() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut cache = LayerCache::default();
+        let pieces: Vec<(Tensor, Tensor)> = [40usize, 1, 30, 1, 60]
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let k = rand_f64(&[2, 3, t, 4], i as u64, &dev)?;
+                let v = rand_f64(&[2, 3, t, 4], 100 + i as u64, &dev)?;
+                Ok((k, v))
+            })
+            .collect::<Result<_>>()?;
+        for (i, (k, v)) in pieces.iter().enumerate() {
+            let (all_k, all_v) = cache.append(k, v)?;
+            let want_k = Tensor::cat(&pieces[..=i].iter().map(|p| &p.0).collect::<Vec<_>>(), 2)?;
+            let want_v = Tensor::cat(&pieces[..=i].iter().map(|p| &p.1).collect::<Vec<_>>(), 2)?;
+            assert_eq!(all_k.dims(), want_k.dims());
+            for (got, want) in [(all_k, want_k), (all_v, want_v)] {
+                let diff = (got - want)?.abs()?.sum_all()?.to_scalar::<f64>()?;
+                assert_eq!(diff, 0.0, "after piece {i}");
+            }
+        }
+        Ok(())
+    }
+}
