@@ -12,8 +12,6 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 use num_traits::{Float, Zero};
 use rayon::prelude::*;
 
-use crate::error::Result;
-
 /// Elements per parallel task: large enough that scheduling costs nothing, small enough that two
 /// cores share a (B, T, d) activation evenly.
 const CHUNK: usize = 1 << 14;
@@ -482,173 +480,19 @@ impl CustomOp1 for SumRows {
     }
 }
 
-/// (B, T, d) → (B, d): the sum over T of each example, examples in parallel.
-struct SumTokens;
-
-impl CustomOp1 for SumTokens {
-    fn name(&self) -> &'static str {
-        "dpselft-sum-tokens"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let &[b, t, d] = l.dims() else {
-            return Err(msg("sum over tokens needs (B, T, d)"));
-        };
-        by_dtype!(s, T => {
-            let x = data::<T>(s, l)?;
-            let mut out = vec![T::zero(); b * d];
-            out.par_chunks_mut(d.max(1))
-                .zip(x.par_chunks((t * d).max(1)))
-                .for_each(|(o, ex)| {
-                    for row in ex.chunks(d.max(1)) {
-                        o.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
-                    }
-                });
-            Ok((T::to_cpu_storage_owned(out), Shape::from((b, d))))
-        })
-    }
-}
-
-/// (B, …) → (B): the sum of each example's elements, accumulated in f64, examples in parallel.
-struct SumPerExample;
-
-impl CustomOp1 for SumPerExample {
-    fn name(&self) -> &'static str {
-        "dpselft-sum-per-example"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let b = l.dims().first().copied().unwrap_or(1);
-        let per = l.shape().elem_count() / b.max(1);
-        by_dtype!(s, T => {
-            let x = data::<T>(s, l)?;
-            let out: Vec<T> = x
-                .par_chunks(per.max(1))
-                .map(|ex| T::narrow(ex.iter().map(|v| v.wide()).sum()))
-                .collect();
-            Ok((T::to_cpu_storage_owned(out), Shape::from(b)))
-        })
-    }
-}
-
-/// Σ over the token dimension: (B, T, d) → (B, d). No gradient (the DP engine's reductions).
-pub fn sum_tokens(x: &Tensor) -> Result<Tensor> {
-    if fusable_on_cpu(x) && x.rank() == 3 {
-        return Ok(x.contiguous()?.apply_op1_no_bwd(&SumTokens)?);
-    }
-    Ok(x.sum(1)?)
-}
-
-/// Σ over everything but the first dimension: (B, …) → (B). No gradient.
-pub fn sum_per_example(x: &Tensor) -> Result<Tensor> {
-    if fusable_on_cpu(x) && x.rank() >= 1 {
-        return Ok(x.contiguous()?.apply_op1_no_bwd(&SumPerExample)?);
-    }
-    Ok(x.flatten_from(1)?.sum(1)?)
-}
-
 // ---------------------------------------------------------------------------------------------
-// Element-wise maps for other crates (the optimizer's fused update)
+// Kernels for the DP crate: per-example reductions and element-wise maps
 
-/// out = f(a, b) element by element, computed in f64.
-struct Zip2<F>(F);
+mod per_example;
+mod zip;
 
-impl<F: Fn(f64, f64) -> f64 + Sync> CustomOp2 for Zip2<F> {
-    fn name(&self) -> &'static str {
-        "dpselft-zip2"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        by_dtype!(s1, T => {
-            let (a, b) = (data::<T>(s1, l1)?, data::<T>(s2, l2)?);
-            Ok(owned(map2(a, b, |a, b| T::narrow((self.0)(a.wide(), b.wide()))), l1))
-        })
-    }
-}
-
-/// out = f(a, b, c) element by element, computed in f64.
-struct Zip3<F>(F);
-
-impl<F: Fn(f64, f64, f64) -> f64 + Sync> candle_core::CustomOp3 for Zip3<F> {
-    fn name(&self) -> &'static str {
-        "dpselft-zip3"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        by_dtype!(s1, T => {
-            let (a, b, c) = (data::<T>(s1, l1)?, data::<T>(s2, l2)?, data::<T>(s3, l3)?);
-            let mut out = vec![T::zero(); a.len()];
-            out.par_chunks_mut(CHUNK)
-                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK))))
-                .for_each(|(o, (a, (b, c)))| {
-                    for (o, (&a, (&b, &c))) in o.iter_mut().zip(a.iter().zip(b.iter().zip(c))) {
-                        *o = T::narrow((self.0)(a.wide(), b.wide(), c.wide()));
-                    }
-                });
-            Ok(owned(out, l1))
-        })
-    }
-}
-
-/// Checks that `ts` are CPU tensors of one float dtype (f32/f64) and one shape, and makes them
-/// contiguous.
-fn zip_operands(ts: &[&Tensor]) -> Result<Vec<Tensor>> {
-    let first = ts[0];
-    for t in ts {
-        if !fusable_on_cpu(t) || t.dtype() != first.dtype() || t.dims() != first.dims() {
-            return Err(crate::error::ModelError::Invalid(format!(
-                "element-wise kernel: operands must be CPU f32/f64 tensors of one dtype and \
-                 shape, got {:?} {:?} and {:?} {:?}",
-                first.dtype(),
-                first.dims(),
-                t.dtype(),
-                t.dims()
-            )));
-        }
-    }
-    Ok(ts
-        .iter()
-        .map(|t| t.contiguous())
-        .collect::<candle_core::Result<_>>()?)
-}
-
-/// f(a, b) element by element in one parallel pass (in f64, rounded to the operands' dtype):
-/// for element-wise updates that candle would run as several single-threaded passes, each
-/// allocating a tensor. Operands: CPU f32/f64 of one dtype and shape ([`fusable_on_cpu`]);
-/// anything else is an error. No gradient flows through it.
-pub fn zip2(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64 + Sync) -> Result<Tensor> {
-    let ops = zip_operands(&[a, b])?;
-    Ok(ops[0].apply_op2_no_bwd(&ops[1], &Zip2(f))?)
-}
-
-/// [`zip2`] of three operands.
-pub fn zip3(
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    f: impl Fn(f64, f64, f64) -> f64 + Sync,
-) -> Result<Tensor> {
-    let ops = zip_operands(&[a, b, c])?;
-    Ok(ops[0].apply_op3_no_bwd(&ops[1], &ops[2], &Zip3(f))?)
-}
+pub use per_example::{sum_per_example, sum_tokens};
+pub use zip::{zip2, zip3};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Result;
     use crate::ops::gradcheck::rand_f64;
     use candle_core::Device;
 
