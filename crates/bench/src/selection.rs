@@ -176,7 +176,7 @@ fn synth_and_select(
         std::fs::remove_dir_all(&run).map_err(|e| io_err(&run, e))?;
     }
     run_synth(config, &bench.paths, &run, progress)?;
-    run_select(&run, &bench.paths, progress)
+    run_select(&run, &bench.paths, None, progress)
 }
 
 /// DP fine-tuning of one candidate as stage 3 would run it (the run's ledger copied, so the

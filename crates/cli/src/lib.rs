@@ -44,6 +44,9 @@ pub enum Command {
     /// Stage 1 alone: DP synthetic data into a new run folder.
     Synth(Box<commands::run::Args>),
     /// Stage 2 alone: layer selection on a run folder's synthetic data (reads no private data).
+    /// The folder's settings apply; the selection's own options (--candidates, --perturbation,
+    /// --lr, --lr-grid, ...) may replace them and are recorded in its config.toml, any other
+    /// option is refused.
     Select(Box<commands::run::Args>),
 }
 

@@ -119,6 +119,43 @@ fn selection_runs_without_the_private_data() {
         std::fs::read_to_string(out.join("ledger.json")).unwrap(),
         ledger_before
     );
+    // Its own options apply and are recorded in the folder; any other is refused by name.
+    let config_before = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let refused = dpselft(&["select", "--out", &out_s, "--epsilon", "8", "--clip", "2"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("--epsilon, --clip"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.toml")).unwrap(),
+        config_before
+    );
+    let rerun = dpselft(&[
+        "select",
+        "--out",
+        &out_s,
+        "--perturbation",
+        "none",
+        "--candidates",
+        "singles",
+        "--lr",
+        "0.02",
+        "--lr-grid",
+        "1",
+        "--json",
+    ]);
+    ok(&rerun);
+    let selection: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    assert_eq!(selection["config"]["perturbation"], "none");
+    assert_eq!(selection["chosen_lr"].as_f64(), Some(0.02));
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("perturbation = \"none\"") && config.contains("lr = 0.02"),
+        "{config}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("ledger.json")).unwrap(),
+        ledger_before
+    );
 }
 
 /// `select` on a finished run would plan its radius from the budget left after the fine-tuning:
@@ -131,7 +168,8 @@ fn selection_refuses_a_folder_whose_fine_tuning_has_spent() {
     ok(&run_into(&args, &out));
     let selection_before = std::fs::read(out.join("selection.json")).unwrap();
     let out_s = out.to_string_lossy().into_owned();
-    let refused = dpselft(&["select", "--out", &out_s]);
+    let config_before = std::fs::read(out.join("config.toml")).unwrap();
+    let refused = dpselft(&["select", "--out", &out_s, "--perturbation", "none"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
@@ -141,6 +179,10 @@ fn selection_refuses_a_folder_whose_fine_tuning_has_spent() {
     assert_eq!(
         std::fs::read(out.join("selection.json")).unwrap(),
         selection_before
+    );
+    assert_eq!(
+        std::fs::read(out.join("config.toml")).unwrap(),
+        config_before
     );
 }
 

@@ -309,9 +309,14 @@ pub fn train_plan(config: &RunConfig, n: usize, ledger: &Path) -> Result<NoisePl
 /// and `synthetic/` — never the private data — and writes `selection.json`. A folder whose
 /// fine-tuning has already spent from the ledger is refused: the radius would be planned from
 /// the budget left after it, not the final run's σ.
+///
+/// `settings`, if given, replaces the folder's selection settings (they spend nothing); they
+/// are checked, then written into the folder's `config.toml` before the stage runs, so that the
+/// folder records what ran and its fine-tuning uses the same learning-rate centre.
 pub fn run_select(
     out: &Path,
     paths: &ResolvedPaths,
+    settings: Option<&SelectSettings>,
     progress: &mut dyn Progress,
 ) -> Result<Selection> {
     let _lock = lock_out(out)?;
@@ -324,7 +329,26 @@ pub fn run_select(
             ledger_path.display()
         )));
     }
+    if let Some(s) = settings {
+        let config_path = out.join("config.toml");
+        let mut config = RunConfig::load(&config_path)?;
+        config.select = s.select.clone();
+        config.train.lr = s.lr;
+        config.validate()?;
+        write_text(&config_path, &config.to_toml()?)?;
+    }
     select_stage(out, paths, progress)
+}
+
+/// The settings of the selection stage alone: the `[select]` section and the learning rate at
+/// which candidates train (`train.lr`, the centre of the rate grid). Changing them spends
+/// nothing, so `dpselft select` may rerun a folder's selection with other ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectSettings {
+    /// The `[select]` section.
+    pub select: SelectSection,
+    /// `train.lr`.
+    pub lr: f64,
 }
 
 pub(crate) fn select_stage(

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use dpselft_dp::{EvalMetrics, Observer, StepMetrics, TrainPlan};
 use dpselft_model::DeviceSpec;
-use dpselft_selft::pipeline::{self, ResolvedPaths, RunConfig, Scale};
+use dpselft_selft::pipeline::{self, ResolvedPaths, RunConfig, Scale, SelectSection};
 use dpselft_selft::{Candidates, Perturbation, Progress, SynthSection};
 
 use super::UsageError;
@@ -189,7 +189,19 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
         }
     }
     set(c.synth.num_samples_mut(), args.num_synthetic);
-    let s = &mut c.select;
+    apply_select_flags(&mut c.select, args)?;
+    let t = &mut c.train;
+    set(&mut t.batch_size, args.batch_size);
+    set(&mut t.clip, args.clip);
+    set(&mut t.lr, args.lr);
+    set(&mut t.epochs, args.epochs);
+    set(&mut t.max_seq_len, args.max_seq_len);
+    c.validate().map_err(|e| UsageError(e.to_string()))?;
+    Ok(c)
+}
+
+/// The selection's own flags (`--lr` aside, which is `train.lr`) applied to `s`.
+fn apply_select_flags(s: &mut SelectSection, args: &Args) -> anyhow::Result<()> {
     if let Some(v) = &args.candidates {
         s.candidates = v
             .parse::<Candidates>()
@@ -210,14 +222,53 @@ fn resolve(args: &Args) -> anyhow::Result<RunConfig> {
     set(&mut s.lr_grid, args.lr_grid.clone());
     set(&mut s.kappa, args.kappa);
     set(&mut s.seeds, args.select_seeds);
-    let t = &mut c.train;
-    set(&mut t.batch_size, args.batch_size);
-    set(&mut t.clip, args.clip);
-    set(&mut t.lr, args.lr);
-    set(&mut t.epochs, args.epochs);
-    set(&mut t.max_seq_len, args.max_seq_len);
-    c.validate().map_err(|e| UsageError(e.to_string()))?;
-    Ok(c)
+    Ok(())
+}
+
+/// The flags that `dpselft select` refuses: settings of the run or of the other stages, which
+/// the folder's `config.toml` fixed when `synth` spent from its ledger.
+fn flags_select_refuses(args: &Args) -> Vec<&'static str> {
+    let given = [
+        (args.config.is_some(), "--config"),
+        (args.scale.is_some(), "--scale"),
+        (args.model.is_some(), "--model"),
+        (args.generator.is_some(), "--generator"),
+        (args.task.is_some(), "--task"),
+        (args.train_data.is_some(), "--train-data"),
+        (args.test_data.is_some(), "--test-data"),
+        (args.epsilon.is_some(), "--epsilon"),
+        (args.delta.is_some(), "--delta"),
+        (args.synth_fraction.is_some(), "--synth-fraction"),
+        (args.allow_large_delta, "--allow-large-delta"),
+        (args.train_limit.is_some(), "--train-limit"),
+        (args.test_limit.is_some(), "--test-limit"),
+        (args.seed.is_some(), "--seed"),
+        (args.synthesizer.is_some(), "--synthesizer"),
+        (args.data_kind.is_some(), "--data-kind"),
+        (args.num_synthetic.is_some(), "--num-synthetic"),
+        (args.batch_size.is_some(), "--batch-size"),
+        (args.clip.is_some(), "--clip"),
+        (args.epochs.is_some(), "--epochs"),
+        (args.max_seq_len.is_some(), "--max-seq-len"),
+        (args.resume, "--resume"),
+    ];
+    given
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect()
+}
+
+/// Whether any of the selection's own flags (or `--lr`) was given.
+fn select_flags_given(args: &Args) -> bool {
+    args.candidates.is_some()
+        || args.select_budget.is_some()
+        || args.sub_blocks
+        || args.perturbation.is_some()
+        || args.select_step_fraction.is_some()
+        || args.lr_grid.is_some()
+        || args.kappa.is_some()
+        || args.select_seeds.is_some()
+        || args.lr.is_some()
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -333,14 +384,36 @@ pub fn select(args: Args) -> anyhow::Result<()> {
     let out = args.out.clone().ok_or_else(|| {
         UsageError("select needs --out DIR, the folder `dpselft synth` wrote".into())
     })?;
+    let refused = flags_select_refuses(&args);
+    if !refused.is_empty() {
+        return Err(UsageError(format!(
+            "{}: `select` reruns stage 2 with the settings {} holds (written by `synth`); it \
+             takes only the selection's own options (--candidates, --select-budget, \
+             --sub-blocks, --perturbation, --select-step-fraction, --lr-grid, --kappa, \
+             --select-seeds, --lr)",
+            refused.join(", "),
+            out.join("config.toml").display()
+        ))
+        .into());
+    }
     let config = RunConfig::load(&out.join("config.toml"))?;
+    let settings = if select_flags_given(&args) {
+        let mut select = config.select.clone();
+        apply_select_flags(&mut select, &args)?;
+        Some(pipeline::SelectSettings {
+            select,
+            lr: args.lr.unwrap_or(config.train.lr),
+        })
+    } else {
+        None
+    };
     let paths = ResolvedPaths {
         model: resolve_model(&config.run.model, args.assets.as_deref())?,
         generator: PathBuf::new(),
         device: args.device,
     };
     let mut progress = Bars::default();
-    let selection = pipeline::run_select(&out, &paths, &mut progress)?;
+    let selection = pipeline::run_select(&out, &paths, settings.as_ref(), &mut progress)?;
     progress.finish_all();
     if args.json {
         crate::output::emit_json(&selection, true)?;
