@@ -9,7 +9,14 @@
 //! held-out accuracy, their Spearman rank correlation, and the regret (the best candidate's
 //! accuracy − the chosen one's).
 //!
-//! Resumable: stages 1–2 run once (`run/selection.json`), each candidate's result is appended to
+//! Each candidate is fine-tuned at one or more learning rates (`oracle_lrs`); its oracle score
+//! is its best rate's by the baselines' rule (the higher held-out accuracy, ties to the lower
+//! loss), as every method of the utility grid gets its own best rate. *Variants* — other
+//! selection settings (perturbation, rate search, steps) run on the same synthetic data — are
+//! scored against the same oracle, so one bench compares selection designs on real data.
+//!
+//! Resumable: stages 1–2 run once (`run/selection.json`), each variant's selection once
+//! (`variants/<name>/selection.json`), each (candidate, rate) result is appended to
 //! `oracle.jsonl` as it finishes (the file rewritten atomically), and a rerun skips what is there.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +27,10 @@ use dpselft_dp::{DpTrainer, Start, TrainData, TrainerOptions};
 use dpselft_model::TrainableSpec;
 use dpselft_privacy::Stage;
 use dpselft_selft::error::io_err;
-use dpselft_selft::pipeline::{ResolvedPaths, load_train, run_select, run_synth, stage3_config};
+use dpselft_selft::pipeline::{
+    ResolvedPaths, SelectSection, SelectSettings, load_train, run_select, run_synth, stage3_config,
+};
+use dpselft_selft::select::rate_key;
 use dpselft_selft::{Progress, Result, RunConfig, Selection, SelftError};
 use serde::{Deserialize, Serialize};
 
@@ -41,9 +51,25 @@ pub struct SelectionBench {
     /// Train nothing more: summarise the candidates finished so far (for a bench that outlives
     /// a session; the report says which candidates are missing).
     pub report_only: bool,
+    /// The learning rates every candidate is DP-fine-tuned at (empty: the run's `train.lr`).
+    pub oracle_lrs: Vec<f64>,
+    /// More rates for the head-alone candidate only (its runs are cheap: frozen features).
+    pub oracle_head_lrs: Vec<f64>,
+    /// Other selection settings, each run on the same synthetic data and scored against the
+    /// same oracle.
+    pub variants: Vec<Variant>,
 }
 
-/// One candidate's two scores.
+/// One selection design to compare: a name and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// A name for the report (a folder name: letters, digits, `-`, `_`).
+    pub name: String,
+    /// Its selection settings.
+    pub settings: SelectSettings,
+}
+
+/// One candidate's two scores (one DP fine-tuning of it, at one learning rate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OracleRow {
     /// The candidate.
@@ -53,6 +79,13 @@ pub struct OracleRow {
     /// Its accuracy on the held-out part of the private training split after DP fine-tuning
     /// at the run's (ε, δ) (named as in the issue; it is *not* the test split).
     pub test_accuracy: f64,
+    /// Its mean loss on the held-out part (absent in rows written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_loss: Option<f64>,
+    /// The learning rate of the fine-tuning (absent in rows written when every candidate ran
+    /// at the run's `train.lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
     /// ε the fine-tuning's ledger ends at (synthetic stage included).
     pub epsilon_spent: f64,
     /// Seconds of its DP fine-tuning.
@@ -74,9 +107,10 @@ pub struct SelectionReport {
     pub chosen: TrainableSpec,
     /// The candidate with the best held-out accuracy.
     pub oracle: TrainableSpec,
-    /// The learning rate selection chose for the chosen set (the oracle runs all use η).
+    /// The learning rate selection chose for the chosen set.
     pub chosen_lr: f64,
-    /// The fine-tuning learning rate η every candidate was trained at.
+    /// The run's `train.lr` η (the oracle's only rate unless it was given others; each row
+    /// names its own).
     pub lr: f64,
     /// Private training examples the run saw, and held out.
     pub train_examples: usize,
@@ -88,10 +122,57 @@ pub struct SelectionReport {
     pub perturbation: String,
     /// The run's seed.
     pub seed: Option<u64>,
-    /// Every candidate finished.
+    /// Spearman rank correlation of synthetic score and −(held-out loss) (absent for rows
+    /// without a loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spearman_loss: Option<f64>,
+    /// Every candidate finished, at its best learning rate.
     pub candidates: Vec<OracleRow>,
     /// Candidates of the menu without an oracle run yet (empty when the bench is complete).
     pub missing: Vec<TrainableSpec>,
+    /// Every oracle run (candidate × learning rate), when candidates ran at several rates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<OracleRow>,
+    /// The other selection designs, scored against the same oracle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantReport>,
+}
+
+/// One selection design's agreement with the oracle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantReport {
+    /// Its name.
+    pub name: String,
+    /// Its perturbation, rate search and candidate steps τ.
+    pub perturbation: String,
+    /// `winner` or `per-candidate`.
+    pub rate_search: String,
+    /// Training steps per candidate.
+    pub steps: u64,
+    /// Spearman of its synthetic scores against the oracle's held-out accuracies.
+    pub spearman: f64,
+    /// … and against −(held-out loss), where the oracle has losses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spearman_loss: Option<f64>,
+    /// The best candidate's held-out accuracy minus its chosen candidate's.
+    pub regret: f64,
+    /// Its chosen set and learning rate.
+    pub chosen: TrainableSpec,
+    /// The learning rate it chose.
+    pub chosen_lr: f64,
+    /// Its synthetic score of each candidate with an oracle result.
+    pub scores: Vec<SpecScore>,
+    /// Seconds of its selection stage.
+    pub wall_s: f64,
+}
+
+/// A candidate's synthetic score under one design.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecScore {
+    /// The candidate.
+    pub spec: TrainableSpec,
+    /// Its score (−S_val loss at its rate).
+    pub synthetic_score: f64,
 }
 
 /// Runs (or resumes) the bench and writes `report_path` and its chart beside it (`.svg`).
@@ -104,25 +185,33 @@ pub fn run_selection_bench(
     let mut config = bench.config.clone();
     let (seen, held_out) = split_private(bench, &mut config)?;
     let selection = synth_and_select(bench, &config, progress)?;
+    let variants = select_variants(bench, progress)?;
     let oracle_log = bench.work.join("oracle.jsonl");
     let mut rows: Vec<OracleRow> = read_rows(&oracle_log, "oracle result")?;
-    for c in &selection.candidates {
-        if bench.report_only || rows.iter().any(|r| r.spec == c.spec) {
+    let plan = oracle_plan(bench, &config, &selection);
+    for (i, (spec, score, lr)) in plan.iter().enumerate() {
+        if bench.report_only
+            || rows
+                .iter()
+                .any(|r| r.spec == *spec && row_lr(r, &config) == *lr)
+        {
             continue;
         }
         progress.message(&format!(
-            "bench selection: DP fine-tuning {} ({} of {})",
-            c.spec,
-            rows.len() + 1,
-            selection.candidates.len()
+            "bench selection: DP fine-tuning {spec} at lr {lr:.3e} ({} of {})",
+            i + 1,
+            plan.len()
         ));
-        let row = oracle_run(
-            bench, &config, &selection, &c.spec, c.score, &seen, &held_out, progress,
-        )?;
+        let run = (spec, *score, *lr);
+        let row = oracle_run(bench, &config, &selection, run, &seen, &held_out, progress)?;
         rows.push(row);
         write_rows(&oracle_log, &rows)?;
     }
-    let report = summarise(bench, &config, &selection, rows, seen.len(), held_out.len())?;
+    let mut report = summarise(bench, &config, &selection, rows, seen.len(), held_out.len())?;
+    report.variants = variants
+        .iter()
+        .map(|(name, s)| variant_report(name, s, &report))
+        .collect();
     write_text(
         report_path,
         &(serde_json::to_string_pretty(&report).map_err(json_err)? + "\n"),
@@ -160,11 +249,7 @@ fn synth_and_select(
     let run = bench.work.join("run");
     let done = run.join("selection.json");
     if done.exists() {
-        let text = std::fs::read_to_string(&done).map_err(|e| io_err(&done, e))?;
-        return serde_json::from_str(&text).map_err(|e| SelftError::Format {
-            path: done,
-            message: format!("not a selection: {e}"),
-        });
+        return read_selection(&done);
     }
     if bench.report_only {
         return Err(SelftError::Config(format!(
@@ -179,23 +264,102 @@ fn synth_and_select(
     run_select(&run, &bench.paths, None, progress)
 }
 
-/// DP fine-tuning of one candidate as stage 3 would run it (the run's ledger copied, so the
-/// synthetic stage's spending is accounted and σ is stage 3's), scored on the held-out part.
-#[allow(clippy::too_many_arguments)]
+/// Each variant's selection on the main run's synthetic data, in `work/variants/<name>/` (a
+/// copy of the run folder before its selection; once: a rerun reads what is there).
+fn select_variants(
+    bench: &SelectionBench,
+    progress: &mut dyn Progress,
+) -> Result<Vec<(String, Selection)>> {
+    let run = bench.work.join("run");
+    let mut out = Vec::new();
+    for v in &bench.variants {
+        let dir = bench.work.join("variants").join(&v.name);
+        let done = dir.join("selection.json");
+        if !done.exists() {
+            if bench.report_only {
+                continue;
+            }
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            }
+            for f in ["config.toml", "ledger.json", "synth.json", "synthetic"] {
+                copy_path(&run.join(f), &dir.join(f))?;
+            }
+            progress.message(&format!("bench selection: variant {}", v.name));
+            run_select(&dir, &bench.paths, Some(&v.settings), progress)?;
+        }
+        out.push((v.name.clone(), read_selection(&done)?));
+    }
+    Ok(out)
+}
+
+/// Copies a file, or a folder of files, to `to`.
+fn copy_path(from: &Path, to: &Path) -> Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).map_err(|e| io_err(to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| io_err(from, e))? {
+            let entry = entry.map_err(|e| io_err(from, e))?;
+            copy_path(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        return Ok(());
+    }
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    std::fs::copy(from, to).map_err(|e| io_err(from, e))?;
+    Ok(())
+}
+
+fn read_selection(path: &Path) -> Result<Selection> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+    serde_json::from_str(&text).map_err(|e| SelftError::Format {
+        path: path.to_path_buf(),
+        message: format!("not a selection: {e}"),
+    })
+}
+
+/// The oracle's runs: every candidate of the menu at every rate of `oracle_lrs` (the run's
+/// `train.lr` without any), the head alone also at `oracle_head_lrs`; in menu order.
+fn oracle_plan(
+    bench: &SelectionBench,
+    config: &RunConfig,
+    selection: &Selection,
+) -> Vec<(TrainableSpec, f64, f64)> {
+    let rates = if bench.oracle_lrs.is_empty() {
+        vec![config.train.lr]
+    } else {
+        bench.oracle_lrs.clone()
+    };
+    let mut plan = Vec::new();
+    for c in &selection.candidates {
+        let mut lrs = rates.clone();
+        if c.blocks.is_empty() && c.part.is_none() {
+            lrs.extend(bench.oracle_head_lrs.iter().filter(|r| !rates.contains(r)));
+        }
+        plan.extend(lrs.into_iter().map(|lr| (c.spec.clone(), c.score, lr)));
+    }
+    plan
+}
+
+/// A row's learning rate (rows without one ran at the run's `train.lr`).
+fn row_lr(row: &OracleRow, config: &RunConfig) -> f64 {
+    row.lr.unwrap_or(config.train.lr)
+}
+
+/// DP fine-tuning of one candidate at one learning rate as stage 3 would run it (the run's
+/// ledger copied, so the synthetic stage's spending is accounted and σ is stage 3's), scored
+/// on the held-out part.
 fn oracle_run(
     bench: &SelectionBench,
     config: &RunConfig,
     selection: &Selection,
-    spec: &TrainableSpec,
-    synthetic_score: f64,
+    (spec, synthetic_score, lr): (&TrainableSpec, f64, f64),
     seen: &Dataset,
     held_out: &Dataset,
     progress: &mut dyn Progress,
 ) -> Result<OracleRow> {
-    let dir = bench
-        .work
-        .join("oracle")
-        .join(spec.to_string().replace([',', ':', ';', '='], "_"));
+    let name = spec.to_string().replace([',', ':', ';', '='], "_");
+    let dir = bench.work.join("oracle").join(format!("{name}-lr{lr:e}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     }
@@ -203,8 +367,7 @@ fn oracle_run(
     let ledger = dir.join("ledger.json");
     let run_ledger = bench.work.join("run").join("ledger.json");
     std::fs::copy(&run_ledger, &ledger).map_err(|e| io_err(&run_ledger, e))?;
-    // Stage 3 as the run would do it, at the configured η for every candidate.
-    let train_config = stage3_config(config, spec.clone(), config.train.lr);
+    let train_config = stage3_config(config, spec.clone(), lr);
     let options = TrainerOptions {
         shared_ledger: Some(ledger),
         stage: Stage::Train,
@@ -232,20 +395,151 @@ fn oracle_run(
     Ok(OracleRow {
         spec: spec.clone(),
         synthetic_score,
-        test_accuracy: summary.eval.and_then(|e| e.accuracy).unwrap_or(0.0),
+        test_accuracy: summary
+            .eval
+            .as_ref()
+            .and_then(|e| e.accuracy)
+            .unwrap_or(0.0),
+        held_out_loss: summary.eval.as_ref().map(|e| e.loss),
+        lr: Some(lr),
         epsilon_spent: summary.epsilon.unwrap_or(f64::INFINITY),
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Each candidate's best run, by the baselines' rule ([`rate_key`]), in the order the runs
+/// first name the candidates.
+fn best_per_candidate(rows: &[OracleRow]) -> Vec<OracleRow> {
+    let mut best: Vec<OracleRow> = Vec::new();
+    for r in rows {
+        let key = |o: &OracleRow| rate_key(Some(o.test_accuracy), o.held_out_loss.unwrap_or(0.0));
+        match best.iter_mut().find(|b| b.spec == r.spec) {
+            Some(b) if key(r) > key(b) => *b = r.clone(),
+            Some(_) => {}
+            None => best.push(r.clone()),
+        }
+    }
+    best
+}
+
+/// Spearman of `scores` (spec → synthetic score) against the oracle's accuracies, and against
+/// −(held-out loss) where every row has a loss.
+fn agreement(scores: &[(TrainableSpec, f64)], oracle: &[OracleRow]) -> (f64, Option<f64>) {
+    let paired: Vec<(f64, &OracleRow)> = oracle
+        .iter()
+        .filter_map(|o| {
+            let s = scores.iter().find(|(spec, _)| *spec == o.spec)?;
+            Some((s.1, o))
+        })
+        .collect();
+    let synthetic: Vec<f64> = paired.iter().map(|(s, _)| *s).collect();
+    let accuracy: Vec<f64> = paired.iter().map(|(_, o)| o.test_accuracy).collect();
+    let losses: Option<Vec<f64>> = paired
+        .iter()
+        .map(|(_, o)| o.held_out_loss.map(|l| -l))
+        .collect();
+    (
+        spearman(&synthetic, &accuracy),
+        losses.map(|l| spearman(&synthetic, &l)),
+    )
+}
+
+/// One variant's synthetic scores and choice against the oracle of `report`.
+fn variant_report(name: &str, selection: &Selection, report: &SelectionReport) -> VariantReport {
+    let scores: Vec<(TrainableSpec, f64)> = selection
+        .candidates
+        .iter()
+        .map(|c| (c.spec.clone(), c.score))
+        .collect();
+    let (spearman, spearman_loss) = agreement(&scores, &report.candidates);
+    let best = report
+        .candidates
+        .iter()
+        .map(|c| c.test_accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let chosen = report
+        .candidates
+        .iter()
+        .find(|c| c.spec == selection.chosen_spec)
+        .map_or(f64::NAN, |c| c.test_accuracy);
+    VariantReport {
+        name: name.to_string(),
+        perturbation: selection.config.perturbation.to_string(),
+        rate_search: selection.config.rate_search.to_string(),
+        steps: selection.config.steps,
+        spearman,
+        spearman_loss,
+        regret: best - chosen,
+        chosen: selection.chosen_spec.clone(),
+        chosen_lr: selection.chosen_lr,
+        scores: scores
+            .into_iter()
+            .filter(|(spec, _)| report.candidates.iter().any(|c| c.spec == *spec))
+            .map(|(spec, synthetic_score)| SpecScore {
+                spec,
+                synthetic_score,
+            })
+            .collect(),
+        wall_s: selection.wall_s,
+    }
+}
+
+/// The variants of a TOML file: one table per variant, `[name]`, whose keys replace those of
+/// `base`'s `[select]` section (`lr` replaces `train.lr`, the centre of the rate grid).
+pub fn load_variants(path: &Path, base: &RunConfig) -> Result<Vec<Variant>> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+    let bad = |message: String| SelftError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(format!("not TOML: {e}")))?;
+    let base_select = toml::Table::try_from(&base.select)
+        .map_err(|e| bad(format!("the run's [select] section: {e}")))?;
+    let mut variants = Vec::new();
+    for (name, value) in table {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(format!(
+                "variant `{name}`: a name of letters, digits, `-` and `_` was expected"
+            )));
+        }
+        let toml::Value::Table(overlay) = value else {
+            return Err(bad(format!("variant `{name}`: a table was expected")));
+        };
+        let mut select = base_select.clone();
+        let mut lr = base.train.lr;
+        for (key, v) in overlay {
+            if key == "lr" {
+                lr = v.as_float().ok_or_else(|| {
+                    bad(format!("variant `{name}`: lr must be a number, got {v}"))
+                })?;
+            } else {
+                select.insert(key, v);
+            }
+        }
+        let select: SelectSection = select
+            .try_into()
+            .map_err(|e| bad(format!("variant `{name}`: {e}")))?;
+        variants.push(Variant {
+            name,
+            settings: SelectSettings { select, lr },
+        });
+    }
+    Ok(variants)
 }
 
 fn summarise(
     bench: &SelectionBench,
     config: &RunConfig,
     selection: &Selection,
-    rows: Vec<OracleRow>,
+    runs: Vec<OracleRow>,
     train_examples: usize,
     held_out_examples: usize,
 ) -> Result<SelectionReport> {
+    let rows = best_per_candidate(&runs);
     // The first of the best (menu order), so ties keep a stable oracle.
     let best = rows
         .iter()
@@ -267,12 +561,17 @@ fn summarise(
         .filter(|c| !rows.iter().any(|r| r.spec == c.spec))
         .map(|c| c.spec.clone())
         .collect();
-    let synthetic: Vec<f64> = rows.iter().map(|r| r.synthetic_score).collect();
-    let held: Vec<f64> = rows.iter().map(|r| r.test_accuracy).collect();
+    let scores: Vec<(TrainableSpec, f64)> = rows
+        .iter()
+        .map(|r| (r.spec.clone(), r.synthetic_score))
+        .collect();
+    let (rho, rho_loss) = agreement(&scores, &rows);
+    let several_rates = runs.len() > rows.len();
     Ok(SelectionReport {
         task: bench.task.clone(),
         epsilon: config.run.epsilon,
-        spearman: spearman(&synthetic, &held),
+        spearman: rho,
+        spearman_loss: rho_loss,
         regret: best.test_accuracy - chosen.test_accuracy,
         chosen: selection.chosen_spec.clone(),
         oracle: best.spec.clone(),
@@ -285,6 +584,8 @@ fn summarise(
         seed: config.run.seed,
         candidates: rows,
         missing,
+        runs: if several_rates { runs } else { Vec::new() },
+        variants: Vec::new(),
     })
 }
 
@@ -366,6 +667,41 @@ pub fn scatter_chart(report: &SelectionReport) -> Chart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variants_overlay_the_runs_select_section_and_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("variants.toml");
+        let base = RunConfig::default();
+        std::fs::write(
+            &path,
+            "[gauss-full]\nperturbation = \"gaussian\"\nstep_fraction = 1.0\nlr = 0.01\n\
+             [as-is]\n",
+        )
+        .unwrap();
+        let v = load_variants(&path, &base).unwrap();
+        let names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["as-is", "gauss-full"]);
+        assert_eq!(v[0].settings.select, base.select);
+        assert_eq!(v[0].settings.lr, base.train.lr);
+        let g = &v[1].settings;
+        assert_eq!(g.select.perturbation, dpselft_selft::Perturbation::Gaussian);
+        assert_eq!((g.select.step_fraction, g.lr), (1.0, 0.01));
+        assert_eq!(g.select.candidates, base.select.candidates);
+        for (text, want) in [
+            ("[x]\nperturbation = \"sideways\"\n", "variant `x`"),
+            ("[x]\nno_such_key = 1\n", "variant `x`"),
+            ("[\"a b\"]\n", "variant `a b`"),
+            ("[x]\nlr = \"fast\"\n", "lr must be a number"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = load_variants(&path, &base).unwrap_err().to_string();
+            assert!(
+                e.contains("variants.toml") && e.contains(want),
+                "{text}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn spearman_matches_hand_computed_values() {

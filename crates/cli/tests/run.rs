@@ -186,6 +186,97 @@ fn selection_refuses_a_folder_whose_fine_tuning_has_spent() {
     );
 }
 
+/// Candidates at several rates (the head at one more) and a second selection design, all
+/// against one oracle: each candidate's oracle score is its best rate's, the variant's choice
+/// comes from its own selection on the same synthetic data, and a rerun trains nothing.
+#[test]
+fn the_selection_bench_scores_rates_and_variants_against_one_oracle() {
+    use dpselft_bench::selection::{Variant, run_selection_bench, spearman};
+    use dpselft_selft::select::rate_key;
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let mut bench = selection_bench(tmp.path());
+    bench.oracle_lrs = vec![5e-3, 5e-2];
+    bench.oracle_head_lrs = vec![0.2];
+    let mut select = bench.config.select.clone();
+    select.perturbation = dpselft_selft::Perturbation::Gaussian;
+    select.rate_search = dpselft_selft::RateSearch::PerCandidate;
+    select.lr_grid = vec![0.5, 2.0];
+    bench.variants = vec![Variant {
+        name: "gaussian-per-candidate".into(),
+        settings: dpselft_selft::pipeline::SelectSettings {
+            select,
+            lr: bench.config.train.lr,
+        },
+    }];
+    let out = tmp.path().join("selection.json");
+    let report = run_selection_bench(&bench, &out, &mut ()).unwrap();
+    let n = report.candidates.len();
+    assert_eq!(report.runs.len(), 2 * n + 1, "{:?}", report.runs);
+    for c in &report.candidates {
+        let runs: Vec<_> = report.runs.iter().filter(|r| r.spec == c.spec).collect();
+        let want = if c.spec.to_string() == "head" { 3 } else { 2 };
+        assert_eq!(runs.len(), want, "{}", c.spec);
+        let key = |r: &dpselft_bench::selection::OracleRow| {
+            rate_key(Some(r.test_accuracy), r.held_out_loss.unwrap())
+        };
+        assert!(
+            runs.iter().all(|r| key(r) <= key(c)),
+            "{} is not its best",
+            c.spec
+        );
+    }
+    let v = &report.variants[0];
+    assert_eq!(
+        (v.perturbation.as_str(), v.rate_search.as_str()),
+        ("gaussian", "per-candidate")
+    );
+    let selection: dpselft_selft::Selection = serde_json::from_str(
+        &std::fs::read_to_string(
+            bench
+                .work
+                .join("variants/gaussian-per-candidate/selection.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // Every candidate at both multiples: its best among the candidates, the other kept.
+    assert_eq!(selection.other_rates.len(), selection.candidates.len());
+    assert_eq!(selection.lr_trials.len(), 2);
+    let eta = bench.config.train.lr;
+    assert!(
+        [0.5 * eta, 2.0 * eta].contains(&selection.chosen_lr),
+        "{}",
+        selection.chosen_lr
+    );
+    assert_eq!(v.chosen, selection.chosen_spec);
+    let accuracy = |spec: &dpselft_model::TrainableSpec| {
+        report
+            .candidates
+            .iter()
+            .find(|c| c.spec == *spec)
+            .unwrap()
+            .test_accuracy
+    };
+    let best = report
+        .candidates
+        .iter()
+        .map(|c| c.test_accuracy)
+        .fold(f64::MIN, f64::max);
+    assert!((v.regret - (best - accuracy(&v.chosen))).abs() < 1e-12);
+    let xs: Vec<f64> = v.scores.iter().map(|s| s.synthetic_score).collect();
+    let ys: Vec<f64> = v.scores.iter().map(|s| accuracy(&s.spec)).collect();
+    assert_eq!(v.spearman, spearman(&xs, &ys));
+    // The variant's folder is a copy: the main run's ledger is untouched by it.
+    let log = std::fs::read_to_string(bench.work.join("oracle.jsonl")).unwrap();
+    let again = run_selection_bench(&bench, &out, &mut ()).unwrap();
+    assert_eq!(again.variants, report.variants);
+    assert_eq!(
+        std::fs::read_to_string(bench.work.join("oracle.jsonl")).unwrap(),
+        log
+    );
+}
+
 /// Private Evolution as the synthesizer: no DP training, one ledger entry per voting round after
 /// the histogram, the stage's ε met, a labelled synthetic set.
 #[test]

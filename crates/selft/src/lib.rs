@@ -25,7 +25,7 @@ pub mod synth;
 pub use data::{PrivateData, SynthManifest, SyntheticData};
 pub use error::{Result, SelftError};
 pub use pipeline::{ResolvedPaths, RunConfig, RunMetrics, Scale, run};
-pub use select::{Candidates, Perturbation, SelectConfig, Selection, select};
+pub use select::{Candidates, Perturbation, RateSearch, SelectConfig, Selection, select};
 pub use synth::{GeneratorConfig, SynthReport, SynthSection, Synthesizer, synthesize};
 
 use std::path::Path;

@@ -383,6 +383,7 @@ pub(crate) fn select_stage(
         clip: t.clip,
         lr: t.lr,
         lr_grid: s.lr_grid.clone(),
+        rate_search: s.rate_search,
         lr_perturbation: s.lr_perturbation,
         lr_steps: s.lr_steps_for(plan.total_steps),
         optimizer: t.optimizer,

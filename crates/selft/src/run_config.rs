@@ -8,7 +8,7 @@ use dpselft_dp::{OptimizerKind, PrivacyTarget, Task};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SelftError, io_err};
-use crate::select::{Candidates, Perturbation};
+use crate::select::{Candidates, Perturbation, RateSearch};
 use crate::synth::SynthSection;
 
 /// A whole run's configuration (`config.toml`): four sections.
@@ -127,7 +127,10 @@ pub struct SelectSection {
     /// Multiples of `train.lr` at which the chosen set is trained again on the synthetic data;
     /// the best on S_val is the final run's learning rate (empty: `train.lr` as given).
     pub lr_grid: Vec<f64>,
-    /// The perturbation of those learning-rate trials.
+    /// `winner` (the grid for the chosen set alone) or `per-candidate` (every candidate at
+    /// every multiple, each set compared at its best rate).
+    pub rate_search: RateSearch,
+    /// The perturbation of the chosen set's learning-rate trials (`winner` search).
     pub lr_perturbation: Perturbation,
     /// Steps of each learning-rate trial, as a fraction of T (like `step_fraction`).
     pub lr_step_fraction: f64,
@@ -150,6 +153,7 @@ impl Default for SelectSection {
             batch_size: 32,
             // With train.lr = 10^-2.5: 1e-4 … 1e-1 in steps of 10^0.75, the utility grid's rates.
             lr_grid: LR_GRID_MULTIPLES.to_vec(),
+            rate_search: RateSearch::Winner,
             lr_perturbation: Perturbation::Gaussian,
             lr_step_fraction: 0.25,
             kappa: 1.0,

@@ -1,15 +1,16 @@
 //! The selection stage on a tiny random BERT and a small synthetic folder: the perturbation
 //! regimes (worst-case radius = the final run's noise displacement under its optimizer, ∝ √d;
 //! κ = 0 and σ = 0 reduce to plain clipped training; gaussian noise of the DP scale changes the
-//! result), the score and its spread, the learning-rate grid, the candidate strategies, and the
-//! helpers of the synthetic stage.
+//! result), the score and its spread, the learning-rate grid (for the winner or per candidate),
+//! the candidate strategies, and the helpers of the synthetic stage.
 
 use std::path::Path;
 
 use dpselft_dp::{LrSchedule, NoiseStep, OptimizerKind, Task};
 use dpselft_model::Model;
 use dpselft_selft::select::{
-    Candidates, Perturbation, SelectConfig, candidate_sets, select, spread_order,
+    CandidateResult, Candidates, Perturbation, RateSearch, SelectConfig, candidate_sets, select,
+    spread_order,
 };
 use dpselft_selft::synth::{apportion, filter_texts, label_prompt};
 use dpselft_selft::{SelftError, SyntheticData};
@@ -55,6 +56,7 @@ fn config(perturbation: Perturbation) -> SelectConfig {
         clip: 1.0,
         lr: 0.05,
         lr_grid: Vec::new(),
+        rate_search: RateSearch::Winner,
         // The trials in the candidates' regime unless a test says otherwise.
         lr_perturbation: perturbation,
         lr_steps: 4,
@@ -164,6 +166,47 @@ fn the_score_is_the_negative_val_loss_with_its_spread_over_seeds() {
         let acc = r.accuracy.unwrap();
         assert!((0.0..=1.0).contains(&acc));
     }
+}
+
+/// `per-candidate` rate search: every set at every multiple, compared at its best rate (by the
+/// sets' key: the score, then accuracy, then fewer parameters), and the chosen set's best rate
+/// is the final one.
+#[test]
+fn per_candidate_search_scores_every_set_at_its_best_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic(tmp.path());
+    let mut c = config(Perturbation::Gaussian);
+    c.candidates = Candidates::Singles;
+    c.rate_search = RateSearch::PerCandidate;
+    c.lr_grid = vec![0.1, 1.0, 4.0];
+    let sel = select(&data, &tiny_bert, &c, &mut ()).unwrap();
+    assert_eq!(sel.candidates.len(), 1 + 3, "the head and 3 singles");
+    assert_eq!(sel.other_rates.len(), 2 * sel.candidates.len());
+    let key = |t: &CandidateResult| (t.score, t.accuracy.unwrap(), -(t.params as f64));
+    for best in &sel.candidates {
+        let runs: Vec<&CandidateResult> = sel
+            .other_rates
+            .iter()
+            .filter(|r| r.spec == best.spec)
+            .chain([best])
+            .collect();
+        let mut lrs: Vec<f64> = runs.iter().map(|r| r.lr).collect();
+        lrs.sort_by(f64::total_cmp);
+        assert_eq!(lrs, [c.lr * 0.1, c.lr, c.lr * 4.0], "{}", best.spec);
+        assert!(runs.iter().all(|r| key(r) <= key(best)), "{}", best.spec);
+    }
+    let top = sel
+        .candidates
+        .iter()
+        .max_by(|a, b| key(a).partial_cmp(&key(b)).unwrap())
+        .unwrap();
+    assert_eq!(sel.chosen_spec, top.spec);
+    assert_eq!(sel.chosen_lr, top.lr);
+    let trial_lrs: Vec<f64> = sel.lr_trials.iter().map(|t| t.lr).collect();
+    assert_eq!(trial_lrs, [c.lr * 0.1, c.lr, c.lr * 4.0]);
+    assert!(sel.lr_trials.iter().all(|t| t.spec == sel.chosen_spec));
+    // Every run is listed once.
+    assert_eq!(sel.trained().count(), 3 * sel.candidates.len());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dpselft_bench::selection::{SelectionBench, run_selection_bench};
+use dpselft_bench::selection::{SelectionBench, load_variants, run_selection_bench};
 use dpselft_model::DeviceSpec;
 
 use super::UsageError;
@@ -41,6 +41,19 @@ pub struct SelectionArgs {
     /// Train nothing more: summarise the candidates finished so far.
     #[arg(long)]
     pub report_only: bool,
+    /// Learning rates every candidate is DP-fine-tuned at (comma-separated); each candidate's
+    /// oracle score is its best rate's (held-out accuracy, ties to loss) [default: the run's
+    /// train.lr].
+    #[arg(long, value_delimiter = ',')]
+    pub oracle_lrs: Vec<f64>,
+    /// More rates for the head-alone candidate only (cheap: frozen features).
+    #[arg(long, value_delimiter = ',')]
+    pub oracle_head_lrs: Vec<f64>,
+    /// Other selection designs to score against the same oracle: a TOML file of `[name]`
+    /// tables whose keys replace the run's `[select]` keys (`lr` replaces train.lr), each run
+    /// on the same synthetic data (e.g. bench/selection/variants.toml).
+    #[arg(long, value_name = "FILE")]
+    pub variants: Option<PathBuf>,
     /// The assets folder (default: $DPSELFT_ASSETS, else ./assets).
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
@@ -51,6 +64,14 @@ pub struct SelectionArgs {
 /// Runs `dpselft bench selection`.
 pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     let task = args.task.task();
+    if let Some(r) = args
+        .oracle_lrs
+        .iter()
+        .chain(&args.oracle_head_lrs)
+        .find(|r| !(r.is_finite() && **r > 0.0))
+    {
+        return Err(UsageError(format!("--oracle-lrs: {r} is not a learning rate > 0")).into());
+    }
     if !(args.held_out_fraction > 0.0 && args.held_out_fraction < 1.0) {
         return Err(UsageError(format!(
             "--held-out-fraction {} must be in (0, 1)",
@@ -83,6 +104,10 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let variants = match &args.variants {
+        Some(path) => load_variants(path, &config)?,
+        None => Vec::new(),
+    };
     let bench = SelectionBench {
         task: task.name().to_string(),
         config,
@@ -90,10 +115,13 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         held_out_fraction: args.held_out_fraction,
         work,
         report_only: args.report_only,
+        oracle_lrs: args.oracle_lrs.clone(),
+        oracle_head_lrs: args.oracle_head_lrs.clone(),
+        variants,
     };
     let report = run_selection_bench(&bench, &out, &mut Log::default())?;
-    println!("| candidate | synthetic score | held-out accuracy |");
-    println!("|---|---:|---:|");
+    println!("| candidate | synthetic score | held-out accuracy | held-out loss | lr |");
+    println!("|---|---:|---:|---:|---:|");
     for c in &report.candidates {
         let mark = if c.spec == report.chosen {
             " ← chosen"
@@ -101,8 +129,26 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             ""
         };
         println!(
-            "| `{}`{mark} | {:.4} | {:.3} |",
-            c.spec, c.synthetic_score, c.test_accuracy
+            "| `{}`{mark} | {:.4} | {:.3} | {} | {} |",
+            c.spec,
+            c.synthetic_score,
+            c.test_accuracy,
+            c.held_out_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            c.lr.map_or("-".into(), |l| format!("{l:.2e}")),
+        );
+    }
+    for v in &report.variants {
+        println!(
+            "variant {:<24} ({} / {} / τ {}): Spearman {:.3} (loss {}), regret {:.3}, chose `{}` at lr {:.2e}",
+            v.name,
+            v.perturbation,
+            v.rate_search,
+            v.steps,
+            v.spearman,
+            v.spearman_loss.map_or("-".into(), |s| format!("{s:.3}")),
+            v.regret,
+            v.chosen,
+            v.chosen_lr
         );
     }
     if !report.missing.is_empty() {

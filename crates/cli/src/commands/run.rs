@@ -11,7 +11,7 @@ use clap::ValueEnum;
 use dpselft_dp::{EvalMetrics, Observer, StepMetrics, TrainPlan};
 use dpselft_model::DeviceSpec;
 use dpselft_selft::pipeline::{self, ResolvedPaths, RunConfig, Scale, SelectSection};
-use dpselft_selft::{Candidates, Perturbation, Progress, SynthSection};
+use dpselft_selft::{Candidates, Perturbation, Progress, RateSearch, SynthSection};
 
 use super::UsageError;
 use super::fetch_assets::resolve_model;
@@ -95,6 +95,10 @@ pub struct Args {
     /// Perturbation of the selection: worst-case, gaussian, none.
     #[arg(long)]
     pub perturbation: Option<String>,
+    /// Where the learning-rate grid is searched: winner (the chosen set alone) or per-candidate
+    /// (every candidate at every rate, each set compared at its best).
+    #[arg(long)]
+    pub rate_search: Option<String>,
     /// Selection steps τ per candidate as a fraction of the fine-tuning's T steps.
     #[arg(long)]
     pub select_step_fraction: Option<f64>,
@@ -212,6 +216,11 @@ fn apply_select_flags(s: &mut SelectSection, args: &Args) -> anyhow::Result<()> 
             .parse::<Perturbation>()
             .map_err(|e| UsageError(format!("--perturbation: {e}")))?;
     }
+    if let Some(v) = &args.rate_search {
+        s.rate_search = v
+            .parse::<RateSearch>()
+            .map_err(|e| UsageError(format!("--rate-search: {e}")))?;
+    }
     if let Some(n) = args.select_budget {
         s.max_candidates = Some(n);
     }
@@ -264,6 +273,7 @@ fn select_flags_given(args: &Args) -> bool {
         || args.select_budget.is_some()
         || args.sub_blocks
         || args.perturbation.is_some()
+        || args.rate_search.is_some()
         || args.select_step_fraction.is_some()
         || args.lr_grid.is_some()
         || args.kappa.is_some()
@@ -389,8 +399,8 @@ pub fn select(args: Args) -> anyhow::Result<()> {
         return Err(UsageError(format!(
             "{}: `select` reruns stage 2 with the settings {} holds (written by `synth`); it \
              takes only the selection's own options (--candidates, --select-budget, \
-             --sub-blocks, --perturbation, --select-step-fraction, --lr-grid, --kappa, \
-             --select-seeds, --lr)",
+             --sub-blocks, --perturbation, --rate-search, --select-step-fraction, --lr-grid, \
+             --kappa, --select-seeds, --lr)",
             refused.join(", "),
             out.join("config.toml").display()
         ))

@@ -177,5 +177,8 @@ pub fn selection_bench(root: &Path) -> dpselft_bench::selection::SelectionBench 
         held_out_fraction: 0.25,
         work: root.join("selection-bench"),
         report_only: false,
+        oracle_lrs: Vec::new(),
+        oracle_head_lrs: Vec::new(),
+        variants: Vec::new(),
     }
 }

@@ -86,6 +86,44 @@ impl std::str::FromStr for Perturbation {
     }
 }
 
+/// Where the learning-rate grid (`lr_grid`, multiples of η) is searched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateSearch {
+    /// Every candidate at η; then the chosen set alone at every multiple, in the trials' own
+    /// regime (`lr_perturbation`, `lr_steps`). Cheap, but it compares the sets at one rate,
+    /// which favours whichever kind of set that rate suits (a head wants a larger rate than a
+    /// block under DP-AdamW).
+    #[default]
+    Winner,
+    /// Every candidate at every multiple, each set scored by its best rate — the rule every
+    /// baseline gets (its own best rate) — and the chosen set's best rate is the final one.
+    /// Costs one training per multiple and candidate.
+    PerCandidate,
+}
+
+impl std::fmt::Display for RateSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Winner => "winner",
+            Self::PerCandidate => "per-candidate",
+        })
+    }
+}
+
+impl std::str::FromStr for RateSearch {
+    type Err = SelftError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "winner" => Ok(Self::Winner),
+            "per-candidate" => Ok(Self::PerCandidate),
+            _ => Err(SelftError::Config(format!(
+                "rate search `{s}`: expected winner or per-candidate"
+            ))),
+        }
+    }
+}
+
 /// Settings of the selection stage. `noise_multiplier`, `final_batch_size`, `final_steps`,
 /// `final_warmup_steps`, `clip`, `lr` and `optimizer` are those of the final fine-tuning stage
 /// (the pipeline fills them in).
@@ -130,7 +168,11 @@ pub struct SelectConfig {
     /// Multiples of η at which the chosen set is trained again; the best on S_val is the final
     /// run's learning rate. Empty: keep η.
     pub lr_grid: Vec<f64>,
-    /// The perturbation of those learning-rate trials (see the module documentation).
+    /// Where the grid is searched: for the chosen set alone, or for every candidate.
+    #[serde(default)]
+    pub rate_search: RateSearch,
+    /// The perturbation of the chosen set's learning-rate trials (`winner` search only; see
+    /// the module documentation).
     #[serde(default = "default_lr_perturbation")]
     pub lr_perturbation: Perturbation,
     /// Training steps of each learning-rate trial (0: τ, the candidates' steps).
@@ -233,9 +275,14 @@ pub struct Selection {
     pub chosen_part: Option<BlockPart>,
     /// The chosen set as a trainable spec (head included for classification).
     pub chosen_spec: TrainableSpec,
-    /// The chosen set at each learning rate of the grid: first its own run at η (from the
-    /// candidates), then the other multiples (round 0).
+    /// The chosen set at each learning rate of the grid. `winner` search: first its own run at
+    /// η (from the candidates), then the other multiples (round 0); `per-candidate`: its runs
+    /// at every multiple, its best among them also listed in `candidates`.
     pub lr_trials: Vec<CandidateResult>,
+    /// `per-candidate` search: the runs of every candidate at the rates that were not its best
+    /// (its best is in `candidates`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_rates: Vec<CandidateResult>,
     /// The learning rate of the final run: the best of `lr_trials` on S_val (η without a grid).
     pub chosen_lr: f64,
     /// Seconds for the whole stage.
@@ -248,6 +295,7 @@ impl Selection {
     pub fn trained(&self) -> impl Iterator<Item = &CandidateResult> {
         self.candidates
             .iter()
+            .chain(&self.other_rates)
             .chain(self.lr_trials.iter().filter(|t| t.round == 0))
     }
 }
@@ -264,9 +312,10 @@ pub fn select(
 ) -> Result<Selection> {
     validate(config)?;
     let started = Instant::now();
+    let per_candidate = config.rate_search == RateSearch::PerCandidate;
     // Without a grid the final run keeps η, the chosen candidate's own rate.
     let rate_config = rate_trial_config(config);
-    let same_regime = rate_config == *config || config.lr_grid.is_empty();
+    let same_regime = rate_config == *config || config.lr_grid.is_empty() || per_candidate;
     let probe = model()?;
     let num_blocks = probe.num_blocks();
     let encode =
@@ -281,6 +330,7 @@ pub fn select(
         model,
         config,
         sets,
+        other_rates: Vec::new(),
     };
     // Round 1: the head alone (classification) and the strategy's first sets.
     let mut first: Vec<Vec<usize>> = match config.task {
@@ -301,28 +351,54 @@ pub fn select(
         first = within_budget(first, num_blocks, budget, greedy_k);
         bound = bound.min(budget);
     }
-    let grid = lr_multiples(config, same_regime);
-    progress.stage("select: training candidates", (bound + grid.len()) as u64);
+    let grid = if per_candidate {
+        Vec::new()
+    } else {
+        lr_multiples(config, same_regime)
+    };
+    let runs_per_set = if per_candidate {
+        config.lr_grid.len().max(1)
+    } else {
+        1
+    };
+    progress.stage(
+        "select: training candidates",
+        (bound * runs_per_set + grid.len()) as u64,
+    );
     let mut results = Vec::new();
     for blocks in first {
-        results.push(runner.run((blocks, None), 1, config.lr, progress)?);
+        results.push(runner.candidate((blocks, None), 1, progress)?);
     }
     let mut current = runner.grow(&mut results, greedy_k, num_blocks, progress)?;
     if config.sub_blocks {
         current = runner.split_into_parts(&mut results, current, progress)?;
     }
-    // The learning rate of the chosen set, on S_val, in the trials' own regime (η again too,
-    // unless that regime is the candidates').
-    let mut lr_trials = Vec::new();
-    if same_regime {
-        lr_trials.push(current.clone());
-    }
-    runner.config = &rate_config;
-    for m in grid {
-        let set = (current.blocks.clone(), current.part);
-        lr_trials.push(runner.run(set, 0, config.lr * m, progress)?);
-    }
-    let chosen_lr = best_rate(&lr_trials).lr;
+    let (lr_trials, chosen_lr) = if per_candidate {
+        // The chosen set's runs at every rate; its best (`current`) decides.
+        let mut trials: Vec<CandidateResult> = runner
+            .other_rates
+            .iter()
+            .filter(|r| r.spec == current.spec)
+            .cloned()
+            .chain([current.clone()])
+            .collect();
+        trials.sort_by(|a, b| a.lr.total_cmp(&b.lr));
+        (trials, current.lr)
+    } else {
+        // The learning rate of the chosen set, on S_val, in the trials' own regime (η again
+        // too, unless that regime is the candidates').
+        let mut trials = Vec::new();
+        if same_regime {
+            trials.push(current.clone());
+        }
+        runner.config = &rate_config;
+        for m in grid {
+            let set = (current.blocks.clone(), current.part);
+            trials.push(runner.run(set, 0, config.lr * m, progress)?);
+        }
+        let lr = best_rate(&trials).lr;
+        (trials, lr)
+    };
     progress.finish();
     Ok(Selection {
         config: config.clone(),
@@ -331,6 +407,7 @@ pub fn select(
         chosen: current.blocks,
         chosen_part: current.part,
         lr_trials,
+        other_rates: runner.other_rates,
         chosen_lr,
         wall_s: started.elapsed().as_secs_f64(),
     })
@@ -341,9 +418,36 @@ struct Runner<'a, 'm> {
     model: &'a ModelSource<'m>,
     config: &'a SelectConfig,
     sets: Sets,
+    /// `per-candidate` search: every run that was not its set's best.
+    other_rates: Vec<CandidateResult>,
 }
 
 impl Runner<'_, '_> {
+    /// One candidate set as the search sees it: its run at η (`winner` search), or its best run
+    /// over the grid's multiples of η (`per-candidate`; the others kept in `other_rates`).
+    fn candidate(
+        &mut self,
+        set: (Vec<usize>, Option<BlockPart>),
+        round: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<CandidateResult> {
+        let multiples = match self.config.rate_search {
+            RateSearch::PerCandidate if !self.config.lr_grid.is_empty() => {
+                self.config.lr_grid.clone()
+            }
+            _ => vec![1.0],
+        };
+        let mut runs = Vec::with_capacity(multiples.len());
+        for m in multiples {
+            runs.push(self.run(set.clone(), round, self.config.lr * m, progress)?);
+        }
+        let top = best(&runs).clone();
+        let i = runs.iter().position(|r| *r == top).unwrap_or(0);
+        runs.remove(i);
+        self.other_rates.extend(runs);
+        Ok(top)
+    }
+
     /// Trains and scores one candidate (blocks, and only a part of each if given) at peak
     /// learning rate `lr`, and reports it.
     fn run(
@@ -398,7 +502,7 @@ impl Runner<'_, '_> {
                 let mut blocks = current.blocks.clone();
                 blocks.push(j);
                 blocks.sort_unstable();
-                this_round.push(self.run((blocks, None), round, self.config.lr, progress)?);
+                this_round.push(self.candidate((blocks, None), round, progress)?);
             }
             let top = best(&this_round).clone();
             results.extend(this_round);

@@ -30,7 +30,7 @@ impl Runner<'_, '_> {
         let mut parts = Vec::new();
         for part in BlockPart::ALL.into_iter().take(left) {
             let set = (current.blocks.clone(), Some(part));
-            parts.push(self.run(set, round, self.config.lr, progress)?);
+            parts.push(self.candidate(set, round, progress)?);
         }
         if parts.is_empty() {
             return Ok(current);
