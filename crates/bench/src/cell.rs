@@ -177,7 +177,16 @@ pub(crate) fn selft_cell(
     config.run.train_limit = bench.train_limit;
     config.run.test_limit = bench.test_limit;
     config.run.subset_seed = 0;
-    config.select.perturbation = variant.perturbation;
+    if let Some(p) = variant.perturbation {
+        config.select.perturbation = p;
+    }
+    if let Some(r) = variant.rate_search {
+        config.select.rate_search = r;
+    }
+    if let Some(f) = variant.step_fraction {
+        config.select.step_fraction = f;
+        config.select.lr_step_fraction = f;
+    }
     config.select.max_candidates = variant.max_candidates;
     config.select.sub_blocks = variant.sub_blocks;
     // The selection trains its candidates at the grid's geometric centre and the chosen set at

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use dpselft_model::TrainableSpec;
-use dpselft_selft::Perturbation;
 use dpselft_selft::error::{Result, SelftError, io_err};
 use dpselft_selft::synth::SYNTHESIZERS;
+use dpselft_selft::{Perturbation, RateSearch};
 use serde::{Deserialize, Serialize};
 
 /// `bench/methods.toml`: settings shared by every method, and each method's own.
@@ -123,12 +123,16 @@ impl MethodDefaults {
     }
 }
 
-/// A dp-selft method's own choices: the selection's perturbation, the synthesizer and the
-/// candidate budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A dp-selft method's own choices: the selection's perturbation, rate search and steps, the
+/// synthesizer and the candidate budget. Whatever is not named is the run's default.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SelftVariant {
-    /// `perturb=`: the selection's perturbation (default worst-case).
-    pub perturbation: Perturbation,
+    /// `perturb=`: the selection's perturbation.
+    pub perturbation: Option<Perturbation>,
+    /// `rates=winner|per-candidate`: where the learning-rate grid is searched.
+    pub rate_search: Option<RateSearch>,
+    /// `steps=<f>`: the candidates' (and the rate trials') steps as a fraction of T, in (0, 1].
+    pub step_fraction: Option<f64>,
     /// `synth=`: one of [`SYNTHESIZERS`] with its default settings (default: the run's default).
     pub synthesizer: Option<&'static str>,
     /// `budget=N`: at most N candidate sets trained (`select.max_candidates`; default: the
@@ -140,21 +144,31 @@ pub struct SelftVariant {
 }
 
 impl SelftVariant {
-    /// Plain `dp-selft`: worst-case perturbation, the run's default synthesizer.
+    /// Plain `dp-selft`: the run's defaults.
     pub const DEFAULT: SelftVariant = SelftVariant {
-        perturbation: Perturbation::WorstCase,
+        perturbation: None,
+        rate_search: None,
+        step_fraction: None,
         synthesizer: None,
         max_candidates: None,
         sub_blocks: false,
     };
 
-    /// The options after `dp-selft:`, comma-separated `perturb=<regime>`, `synth=<name>`,
-    /// `budget=<N ≥ 1>` and `sub-blocks=on|off`.
+    /// The options after `dp-selft:`, comma-separated `perturb=<regime>`,
+    /// `rates=winner|per-candidate`, `steps=<fraction of T>`, `synth=<name>`, `budget=<N ≥ 1>`
+    /// and `sub-blocks=on|off`.
     fn parse(options: &str) -> std::result::Result<Self, String> {
         let mut v = Self::DEFAULT;
         for option in options.split(',') {
             match option.split_once('=') {
-                Some(("perturb", p)) => v.perturbation = p.parse().map_err(|e| format!("{e}"))?,
+                Some(("perturb", p)) => {
+                    v.perturbation = Some(p.parse().map_err(|e| format!("{e}"))?);
+                }
+                Some(("rates", r)) => v.rate_search = Some(r.parse().map_err(|e| format!("{e}"))?),
+                Some(("steps", f)) => match f.parse::<f64>() {
+                    Ok(f) if f > 0.0 && f <= 1.0 => v.step_fraction = Some(f),
+                    _ => return Err(format!("steps={f}: expected a fraction of T in (0, 1]")),
+                },
                 Some(("synth", s)) => {
                     let known = SYNTHESIZERS.iter().find(|&&k| k == s);
                     v.synthesizer = Some(known.ok_or_else(|| {
@@ -174,8 +188,8 @@ impl SelftVariant {
                 }
                 _ => {
                     return Err(format!(
-                        "`{option}` is not perturb=<regime>, synth=<name>, budget=<N> or \
-                         sub-blocks=on|off"
+                        "`{option}` is not perturb=<regime>, rates=<search>, steps=<f>, \
+                         synth=<name>, budget=<N> or sub-blocks=on|off"
                     ));
                 }
             }
@@ -185,9 +199,9 @@ impl SelftVariant {
 }
 
 /// What kind of run a method is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MethodKind {
-    /// `dp-selft`, or `dp-selft:` with options (`perturb=<regime>`, `synth=<name>`).
+    /// `dp-selft`, or `dp-selft:` with options (`perturb=<regime>`, `rates=<search>`, ...).
     Selft(SelftVariant),
     /// DP fine-tuning of a fixed trainable set.
     Baseline,
@@ -196,8 +210,9 @@ pub enum MethodKind {
 }
 
 /// A method of the grid: its name (a section of the methods file, a column of the tables) and
-/// what the name means, parsed once. Prints and serialises as its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// what the name means, parsed once. Prints and serialises as its name, and is equal and
+/// ordered by it (the kind follows from the name).
+#[derive(Debug, Clone)]
 pub struct Method {
     name: String,
     kind: MethodKind,
@@ -233,8 +248,9 @@ impl FromStr for Method {
                 None if name.starts_with("dp-selft") => {
                     return Err(SelftError::Config(format!(
                         "method `{name}`: expected dp-selft or dp-selft:<options> \
-                         (perturb=worst-case|gaussian|none, synth=dp-generator|private-evolution, \
-                         budget=N, sub-blocks=on|off)"
+                         (perturb=worst-case|gaussian|none, rates=winner|per-candidate, \
+                         steps=<fraction>, synth=dp-generator|private-evolution, budget=N, \
+                         sub-blocks=on|off)"
                     )));
                 }
                 None => MethodKind::Baseline,
@@ -252,6 +268,14 @@ impl std::fmt::Display for Method {
         f.write_str(&self.name)
     }
 }
+
+impl PartialEq for Method {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Method {}
 
 impl PartialOrd for Method {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -294,10 +318,14 @@ mod tests {
         assert_eq!(selft("dp-selft"), SelftVariant::DEFAULT);
         assert_eq!(
             selft("dp-selft:perturb=none").perturbation,
-            Perturbation::None
+            Some(Perturbation::None)
         );
         let both = selft("dp-selft:synth=private-evolution,perturb=gaussian");
-        assert_eq!(both.perturbation, Perturbation::Gaussian);
+        assert_eq!(both.perturbation, Some(Perturbation::Gaussian));
+        let design = selft("dp-selft:rates=per-candidate,steps=1");
+        assert_eq!(design.rate_search, Some(RateSearch::PerCandidate));
+        assert_eq!(design.step_fraction, Some(1.0));
+        assert_eq!(selft("dp-selft").rate_search, None);
         assert_eq!(both.synthesizer, Some("private-evolution"));
         assert_eq!(selft("dp-selft:budget=4").max_candidates, Some(4));
         assert_eq!(selft("dp-selft").max_candidates, None);
@@ -308,6 +336,9 @@ mod tests {
             "dp-selft:budget=x",
             "dp-selft:sub-blocks=yes",
             "dp-selft:synth=gpt",
+            "dp-selft:steps=0",
+            "dp-selft:steps=1.5",
+            "dp-selft:rates=all",
             "dp-selft:lr=1",
             "dp-selft:",
             "dp-selftish",
