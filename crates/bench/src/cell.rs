@@ -294,6 +294,13 @@ pub(crate) fn baseline_cell(
     let trainable = baseline_spec(bench, cell, settings)?;
     let (train, test) = crate::grid::load_splits(bench)?;
     let (fit, val) = split_held_out(&train, d.validation_fraction, VALIDATION_SEED);
+    if val.is_empty() {
+        return Err(SelftError::Config(format!(
+            "{}: no validation split can be held out (one example, or every example in one \
+             group)",
+            bench.train_data.display()
+        )));
+    }
     let privacy = match (kind, cell.epsilon) {
         (MethodKind::NonPrivate, _) | (_, None) => PrivacyTarget::NonPrivate,
         (_, Some(epsilon)) => PrivacyTarget::Private {

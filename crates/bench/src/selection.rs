@@ -230,6 +230,12 @@ fn split_private(bench: &SelectionBench, config: &mut RunConfig) -> Result<(Data
     );
     let train = load_train(&config.run)?;
     let (seen, held_out) = split_held_out(&train, bench.held_out_fraction, 0x5e1e_c7ed);
+    if held_out.is_empty() {
+        return Err(SelftError::Config(format!(
+            "{}: nothing can be held out (one example, or every example in one group)",
+            config.run.train_data.display()
+        )));
+    }
     if !seen_path.exists() {
         write_jsonl(&held_path, &held_out)?;
         write_jsonl(&seen_path, &seen)?;

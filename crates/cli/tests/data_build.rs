@@ -70,7 +70,7 @@ fn builds_both_tasks_and_prints_the_counts() {
     assert_eq!(train.lines().count(), 8);
     assert_eq!(
         train.lines().next().unwrap(),
-        r#"{"text":"Word cf01 .","label":"lore"}"#
+        r#"{"text":"Word cf01 .","label":"lore","group":"cf01"}"#
     );
     let test = std::fs::read_to_string(tmp.path().join("data/brown-genre/test.jsonl")).unwrap();
     assert_eq!(test.lines().count(), 2);

@@ -122,9 +122,12 @@ pub fn build_brown_genre(brown_dir: &Path) -> Result<TaskSplits, DataError> {
             } else {
                 &mut train
             };
+            // The document is the group: its passages are correlated, so a validation split
+            // of the training passages holds out whole documents, as the test split does.
             split.extend(passages(text).into_iter().map(|text| Example {
                 text,
                 label: Some(label),
+                group: Some(id.clone()),
             }));
         }
     }

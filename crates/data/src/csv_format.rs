@@ -171,6 +171,7 @@ impl Columns<'_> {
             location,
             text,
             label,
+            group: None,
         })
     }
 }

@@ -21,6 +21,11 @@ pub struct Example {
     pub text: String,
     /// Index into [`Dataset::labels`]; `None` for language-modelling data.
     pub label: Option<usize>,
+    /// The unit the example came from (a document, a conversation, a patient), when the data
+    /// says so (JSONL's optional `"group"`): examples of one group are correlated, so a
+    /// validation split must hold out whole groups ([`crate::split_held_out`]). Training
+    /// ignores it (the privacy unit is the example).
+    pub group: Option<String>,
 }
 
 /// A validated dataset: examples and the label names their indices refer to.
@@ -172,6 +177,8 @@ pub(crate) struct RawRecord {
     pub(crate) text: String,
     /// The label's name, if the record has one (and labels are read).
     pub(crate) label: Option<String>,
+    /// Its group, if the format has one and the record names it.
+    pub(crate) group: Option<String>,
 }
 
 /// Validates the records read and indexes their labels: there must be at least one record,
@@ -247,6 +254,7 @@ fn unlabelled(records: Vec<RawRecord>) -> Dataset {
             .map(|r| Example {
                 text: r.text,
                 label: None,
+                group: r.group,
             })
             .collect(),
         labels: Vec::new(),
@@ -306,6 +314,7 @@ fn index_labels(
         examples.push(Example {
             text: r.text,
             label: Some(i),
+            group: r.group,
         });
     }
     Ok((examples, LabelTally { counts, first_seen }))
@@ -472,10 +481,27 @@ fn read_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<RawRecord>, Data
         if let Some(l) = &label {
             check_label(l, &location)?;
         }
+        let group = match obj.remove("group") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            Some(other) => {
+                return Err(DataError::invalid(
+                    location,
+                    Problem::WrongType {
+                        field: "group",
+                        expected: "a string (the example's document, conversation, ...) or an \
+                                   integer",
+                        found: json_type(&other),
+                    },
+                ));
+            }
+        };
         records.push(RawRecord {
             location,
             text,
             label,
+            group,
         });
     }
     Ok(records)
@@ -487,6 +513,8 @@ struct JsonlRecord<'a> {
     text: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
 }
 
 /// Writes a dataset as JSONL, atomically: one `{"text": ..., "label": ...}` object per line, the
@@ -497,6 +525,7 @@ pub fn write_jsonl(path: &Path, dataset: &Dataset) -> Result<(), DataError> {
             let record = JsonlRecord {
                 text: &e.text,
                 label: dataset.label_name(e),
+                group: e.group.as_deref(),
             };
             serde_json::to_writer(&mut *w, &record)?;
             w.write_all(b"\n")?;

@@ -61,6 +61,7 @@ pub(crate) fn read_folder(dir: &Path, options: &LoadOptions) -> Result<Vec<RawRe
                 location: Location::file(file),
                 text: read_text_file(file)?,
                 label: None,
+                group: None,
             });
         }
         return Ok(records);
@@ -84,6 +85,7 @@ pub(crate) fn read_folder(dir: &Path, options: &LoadOptions) -> Result<Vec<RawRe
                     text: read_text_file(&file)?,
                     location: Location::file(file),
                     label: label.clone(),
+                    group: None,
                 });
             }
         }

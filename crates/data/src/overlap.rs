@@ -101,6 +101,7 @@ mod tests {
                 .map(|t| Example {
                     text: t.to_string(),
                     label: Some(label),
+                    group: None,
                 })
                 .collect(),
             labels: vec!["a".into(), "b".into()],

@@ -130,6 +130,7 @@ pub fn build_spam(spam_dir: &Path) -> Result<SpamBuild, DataError> {
             let example = Example {
                 text,
                 label: Some(label),
+                group: None,
             };
             if is_test_file(name) {
                 test.push(example);

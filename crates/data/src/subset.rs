@@ -66,6 +66,13 @@ pub fn subset(data: &mut Dataset, limit: usize, seed: u64) {
 /// Cuts `data` into the examples kept and a seeded random held-out `fraction` of them (rounded,
 /// at least one and at most n − 1; none when n < 2), both in file order and with `data`'s labels: the
 /// validation split of the utility grid's baselines and the selection bench's held-out part.
+///
+/// Examples with a [`Example::group`](crate::Example::group) are held out with their whole group
+/// (the groups in a seeded order until `fraction` of the examples is reached, so the held-out
+/// share is the fraction rounded to whole groups): correlated examples on both sides would make
+/// the held-out score an overstatement of what unseen groups get. An example without a group is a
+/// group of its own, so data without groups split exactly as before. Data of a single group
+/// gives an empty held-out part (callers refuse it).
 pub fn split_held_out(data: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dataset) {
     let n = data.len();
     let held = match n {
@@ -73,8 +80,12 @@ pub fn split_held_out(data: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dat
         _ => ((n as f64 * fraction).round() as usize).clamp(1, n - 1),
     };
     let mut is_held = vec![false; n];
-    for i in SeededChoice::new(seed).sorted_choice(held, n) {
-        is_held[i] = true;
+    if data.examples.iter().all(|e| e.group.is_none()) {
+        for i in SeededChoice::new(seed).sorted_choice(held, n) {
+            is_held[i] = true;
+        }
+    } else {
+        hold_out_groups(data, held, seed, &mut is_held);
     }
     let part = |keep: bool| Dataset {
         examples: (0..n)
@@ -84,6 +95,40 @@ pub fn split_held_out(data: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dat
         labels: data.labels.clone(),
     };
     (part(false), part(true))
+}
+
+/// Marks whole groups (first-seen order, then a seeded shuffle) as held out until at least
+/// `held` examples are, never all of them.
+fn hold_out_groups(data: &Dataset, held: usize, seed: u64, is_held: &mut [bool]) {
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, e) in data.examples.iter().enumerate() {
+        let g = match &e.group {
+            Some(name) => *index.entry(name.as_str()).or_insert_with(|| {
+                members.push(Vec::new());
+                members.len() - 1
+            }),
+            None => {
+                members.push(Vec::new());
+                members.len() - 1
+            }
+        };
+        members[g].push(i);
+    }
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    let mut rng = SeededChoice::new(seed);
+    fisher_yates(&mut order, || rng.uniform_f64());
+    let n = data.len();
+    let mut taken = 0;
+    for g in order {
+        if taken >= held || taken + members[g].len() >= n {
+            continue;
+        }
+        for &i in &members[g] {
+            is_held[i] = true;
+        }
+        taken += members[g].len();
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +142,7 @@ mod tests {
                 .map(|i| Example {
                     text: format!("text {i}"),
                     label: Some(i % 2),
+                    group: None,
                 })
                 .collect(),
             labels: vec!["a".into(), "b".into()],
@@ -128,6 +174,32 @@ mod tests {
         // Seeded: the same seed, the same split; another seed, another.
         assert_eq!(split_held_out(&d, 0.1, 7).1.examples, held.examples);
         assert_ne!(split_held_out(&d, 0.1, 8).1.examples, held.examples);
+    }
+
+    #[test]
+    fn groups_are_held_out_whole() {
+        let mut d = data(50);
+        for (i, e) in d.examples.iter_mut().enumerate() {
+            // Ten groups of five; examples 45.. without a group (singletons).
+            e.group = (i < 45).then(|| format!("doc{}", i / 5));
+        }
+        let (kept, held) = split_held_out(&d, 0.2, 7);
+        assert_eq!(kept.len() + held.len(), 50);
+        assert!(held.len() >= 10 && held.len() < 15, "{}", held.len());
+        let groups = |s: &Dataset| -> std::collections::BTreeSet<String> {
+            s.examples.iter().filter_map(|e| e.group.clone()).collect()
+        };
+        assert!(
+            groups(&kept).is_disjoint(&groups(&held)),
+            "a group on both sides"
+        );
+        assert_eq!(split_held_out(&d, 0.2, 7).1.examples, held.examples);
+        // One group: nothing can be held out without taking all of it.
+        for e in &mut d.examples {
+            e.group = Some("one".into());
+        }
+        let (kept, held) = split_held_out(&d, 0.2, 7);
+        assert_eq!((kept.len(), held.len()), (50, 0));
     }
 
     #[test]

@@ -35,6 +35,12 @@ impl BenchmarkTask {
         }
     }
 
+    /// Whether the task's examples name their group (brown-genre: the document of each
+    /// passage), so that validation splits hold out whole groups.
+    pub fn has_groups(self) -> bool {
+        self == BenchmarkTask::BrownGenre
+    }
+
     /// Whether the task is language modelling (unlabelled text) rather than classification.
     pub fn is_language_modelling(self) -> bool {
         self == BenchmarkTask::HamLm
@@ -227,6 +233,7 @@ impl TaskSplits {
                     .map(|e| Example {
                         text: e.text,
                         label: None,
+                        group: e.group,
                     })
                     .collect(),
                 labels: Vec::new(),

@@ -105,7 +105,8 @@ fn jsonl_without_labels_is_language_modelling_data() {
         d.examples[1],
         Example {
             text: "y".into(),
-            label: None
+            label: None,
+            group: None,
         }
     );
 }
@@ -218,6 +219,17 @@ fn jsonl_label_of_wrong_type() {
         b"{\"text\": \"b\", \"label\": 1.5}\n",
         Some(1),
         "found a number",
+    );
+}
+
+#[test]
+fn jsonl_group_of_wrong_type() {
+    expect_error(
+        "g.jsonl",
+        b"{\"text\": \"a\", \"label\": \"x\", \"group\": \"d1\"}\n\
+          {\"text\": \"b\", \"label\": \"x\", \"group\": [1]}\n",
+        Some(2),
+        "group",
     );
 }
 
@@ -649,18 +661,22 @@ fn jsonl_round_trip() {
             Example {
                 text: "quote \" and\nnewline é".into(),
                 label: Some(1),
+                group: None,
             },
             Example {
                 text: "b".into(),
                 label: Some(0),
+                group: None,
             },
             Example {
                 text: "c".into(),
                 label: Some(1),
+                group: None,
             },
             Example {
                 text: "d".into(),
                 label: Some(0),
+                group: Some("doc 7".into()),
             },
         ],
         labels: vec!["neg".into(), "pos".into()],
@@ -673,11 +689,13 @@ fn jsonl_round_trip() {
         r#"{"text":"quote \" and\nnewline é","label":"pos"}"#
     );
     assert_eq!(load(&path).unwrap(), d);
+    assert!(first.ends_with("{\"text\":\"d\",\"label\":\"neg\",\"group\":\"doc 7\"}\n"));
     // Unlabelled examples have no label field.
     let lm = Dataset {
         examples: vec![Example {
             text: "x".into(),
             label: None,
+            group: None,
         }],
         labels: vec![],
     };

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use dpselft_assets::{PackageClients, catalog};
-use dpselft_data::{BenchmarkTask, LabelCount, LoadOptions, TaskSplits, load_dataset};
+use dpselft_data::{BenchmarkTask, Dataset, LabelCount, LoadOptions, TaskSplits, load_dataset};
 
 fn assets_dir() -> PathBuf {
     let root = dpselft_assets::workspace_assets_root(env!("CARGO_MANIFEST_DIR"));
@@ -115,6 +115,18 @@ fn brown_genre_counts() {
         .filter(|e| train.contains(e.text.as_str()))
         .count();
     assert_eq!(shared, 0);
+    // Each passage names its document; a validation split holds out whole documents.
+    let docs = |d: &Dataset| -> HashSet<String> {
+        d.examples
+            .iter()
+            .map(|e| e.group.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(docs(&splits.train).len() + docs(&splits.test).len(), 500);
+    assert!(docs(&splits.train).is_disjoint(&docs(&splits.test)));
+    let (kept, held) = dpselft_data::split_held_out(&splits.train, 0.1, 1);
+    assert!(docs(&kept).is_disjoint(&docs(&held)));
+    assert!((1400..1700).contains(&held.len()), "{}", held.len());
     check_round_trip(splits);
 }
 

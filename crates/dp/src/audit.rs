@@ -116,6 +116,7 @@ pub fn make_canaries(
         examples.push(Example {
             text: text.join(" "),
             label: Some(pick(rng, labels)),
+            group: None,
         });
         included.push(rng.uniform_f64() < 0.5);
     }

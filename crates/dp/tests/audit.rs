@@ -25,6 +25,7 @@ fn real_data(n: usize) -> Dataset {
             Example {
                 text: words.join(" "),
                 label: Some(label),
+                group: None,
             }
         })
         .collect();

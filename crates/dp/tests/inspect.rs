@@ -23,6 +23,7 @@ fn dataset() -> Dataset {
                 .collect::<Vec<_>>()
                 .join(" "),
             label: Some(i % 3),
+            group: None,
         })
         .collect();
     Dataset {

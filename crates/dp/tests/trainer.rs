@@ -37,6 +37,7 @@ fn dataset(n: usize, seed: u64) -> Dataset {
             Example {
                 text: words.join(" "),
                 label: Some(label),
+                group: None,
             }
         })
         .collect();

@@ -106,6 +106,7 @@ pub fn colour_animal(i: usize, seed: usize, min_len: usize) -> Example {
     Example {
         text: words.join(" "),
         label: Some(label),
+        group: None,
     }
 }
 

@@ -142,6 +142,18 @@ fn corpus_asset(task: BenchmarkTask) -> dpselft_assets::AssetSpec {
     }
 }
 
+/// Whether the first record of a JSONL file has a `"group"`.
+fn first_line_has_group(path: &Path) -> anyhow::Result<bool> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(file)
+        .read_line(&mut line)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    Ok(record.get("group").is_some())
+}
+
 /// The default data of a task for `dpselft run`: `data/<task>/{train,test}.jsonl`, built (and
 /// the corpus fetched) if absent. Returns (train, test).
 pub fn ensure_task_data(
@@ -151,7 +163,15 @@ pub fn ensure_task_data(
     let out = Path::new("data").join(task.name());
     let (train, test) = (out.join("train.jsonl"), out.join("test.jsonl"));
     if train.is_file() && test.is_file() {
-        return Ok((train, test));
+        if !task.has_groups() || first_line_has_group(&train)? {
+            return Ok((train, test));
+        }
+        // Built by a dpselft that did not record groups: its validation splits would mix
+        // passages of one document across the two sides.
+        eprintln!(
+            "rebuilding {task} in {}: its examples do not name their documents",
+            out.display()
+        );
     }
     let root = dpselft_assets::assets_root(assets);
     let corpus = corpus_asset(task);

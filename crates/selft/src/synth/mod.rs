@@ -486,7 +486,11 @@ pub fn split(
     let to_dataset = |part: Vec<(Option<usize>, String)>| Dataset {
         examples: part
             .into_iter()
-            .map(|(label, text)| Example { text, label })
+            .map(|(label, text)| Example {
+                text,
+                label,
+                group: None,
+            })
             .collect(),
         labels: labels.to_vec(),
     };

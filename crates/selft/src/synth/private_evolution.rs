@@ -518,6 +518,7 @@ fn as_dataset(pool: &[Pooled], labels: &[String]) -> Dataset {
             .map(|(l, t)| Example {
                 text: t.clone(),
                 label: Some(*l),
+                group: None,
             })
             .collect(),
         labels: labels.to_vec(),
