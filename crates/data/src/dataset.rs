@@ -462,41 +462,22 @@ fn read_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<RawRecord>, Data
         let label = if options.labels == LabelRequirement::Ignore {
             None
         } else {
-            match obj.remove("label") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s),
-                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-                Some(other) => {
-                    return Err(DataError::invalid(
-                        location,
-                        Problem::WrongType {
-                            field: "label",
-                            expected: "a string (the label's name) or an integer",
-                            found: json_type(&other),
-                        },
-                    ));
-                }
-            }
+            name_field(
+                obj.remove("label"),
+                "label",
+                "a string (the label's name) or an integer",
+                &location,
+            )?
         };
         if let Some(l) = &label {
             check_label(l, &location)?;
         }
-        let group = match obj.remove("group") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-            Some(other) => {
-                return Err(DataError::invalid(
-                    location,
-                    Problem::WrongType {
-                        field: "group",
-                        expected: "a string (the example's document, conversation, ...) or an \
-                                   integer",
-                        found: json_type(&other),
-                    },
-                ));
-            }
-        };
+        let group = name_field(
+            obj.remove("group"),
+            "group",
+            "a string (the example's document, conversation, ...) or an integer",
+            &location,
+        )?;
         records.push(RawRecord {
             location,
             text,
@@ -505,6 +486,29 @@ fn read_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<RawRecord>, Data
         });
     }
     Ok(records)
+}
+
+/// An optional naming field of a JSONL record (`label`, `group`): a string, or an integer taken
+/// as its decimal name; absent or null is `None`.
+fn name_field(
+    value: Option<Value>,
+    field: &'static str,
+    expected: &'static str,
+    location: &Location,
+) -> Result<Option<String>, DataError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Some(other) => Err(DataError::invalid(
+            location.clone(),
+            Problem::WrongType {
+                field,
+                expected,
+                found: json_type(&other),
+            },
+        )),
+    }
 }
 
 /// One line of a JSONL file as written.
