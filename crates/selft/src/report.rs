@@ -8,7 +8,7 @@ use dpselft_model::TrainableSpec;
 
 use crate::error::{Result, io_err};
 use crate::pipeline::{RunConfig, RunMetrics};
-use crate::select::{CandidateResult, Selection};
+use crate::select::{CandidateResult, RateSearch, Selection};
 use crate::synth::SynthReport;
 
 /// Writes `report.md` and the candidate chart `selection.svg` (and `.png`) into the run folder.
@@ -161,9 +161,11 @@ fn stage_descriptions(
     [
         synth_description(config, synth),
         format!(
-            "{} candidates, {} perturbation, τ = {} of T = {} steps → `{}` at lr {:.2e}",
+            "{} candidates, {} perturbation, {} rate search, τ = {} of T = {} steps → `{}` at \
+             lr {:.2e}",
             selection.candidates.len(),
             selection.config.perturbation,
+            selection.config.rate_search,
             selection.config.steps,
             selection.config.final_steps,
             selection.chosen_spec,
@@ -185,12 +187,21 @@ fn stage_descriptions(
 fn write_selection(s: &mut String, synth: &SynthReport, selection: &Selection) {
     let _ = writeln!(s, "## Layer selection\n");
     let _ = writeln!(s, "![candidate scores](selection.svg)\n");
+    let rates = match selection.config.rate_search {
+        RateSearch::Winner => format!(
+            "round 0 rows are the chosen set at the learning rates of the grid, trained under the \
+             `{}` perturbation",
+            selection.config.lr_perturbation
+        ),
+        RateSearch::PerCandidate => "every set was trained at every learning rate of the grid \
+                                     and is compared at its best"
+            .to_string(),
+    };
     let _ = writeln!(
         s,
         "Scores are −(mean loss) on the synthetic validation split ({} examples), averaged over \
-         {} seed(s) (± their standard deviation); round 0 rows are the chosen set at the \
-         learning rates of the grid, trained under the `{}` perturbation.\n",
-        synth.val_examples, selection.config.seeds, selection.config.lr_perturbation
+         {} seed(s) (± their standard deviation); {rates}.\n",
+        synth.val_examples, selection.config.seeds
     );
     // The final rate's row: a learning-rate trial, or the chosen candidate's own run when the
     // trials ran as the candidates did and η won.
