@@ -265,7 +265,7 @@ fn read_selection(dir: &Path) -> Result<Selection> {
 }
 
 /// A JSON file of the run folder; `what` names it in the error.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
     serde_json::from_str(&text).map_err(|e| SelftError::Format {
         path: path.to_path_buf(),

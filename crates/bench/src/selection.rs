@@ -325,7 +325,7 @@ fn read_selection(path: &Path) -> Result<Selection> {
 }
 
 /// The oracle's runs: every candidate of the menu at every rate of `oracle_lrs` (the run's
-/// `train.lr` without any), the head alone also at `oracle_head_lrs`; in menu order.
+/// `train.lr` without any), the head alone also at `oracle_head_lrs`; cheapest first.
 fn oracle_plan(
     bench: &SelectionBench,
     config: &RunConfig,
@@ -336,8 +336,13 @@ fn oracle_plan(
     } else {
         bench.oracle_lrs.clone()
     };
+    // A candidate backpropagates down to its lowest block, so the highest lowest block is the
+    // cheapest (the head alone cheapest of all): an oracle stopped midway has then scored the
+    // most candidates. The sort is stable, so ties keep the menu's order.
+    let mut candidates: Vec<_> = selection.candidates.iter().collect();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.blocks.iter().min().map_or(usize::MAX, |&b| b)));
     let mut plan = Vec::new();
-    for c in &selection.candidates {
+    for c in candidates {
         let mut lrs = rates.clone();
         if c.blocks.is_empty() && c.part.is_none() {
             lrs.extend(bench.oracle_head_lrs.iter().filter(|r| !rates.contains(r)));

@@ -21,8 +21,10 @@ use dpselft_dp::{
 use dpselft_model::TrainableSpec;
 use dpselft_privacy::Stage;
 use dpselft_selft::pipeline::{ResolvedPaths, load_test, load_train, majority_accuracy, run_synth};
-use dpselft_selft::{Progress, Result, RunConfig, SelftError, SyntheticData};
+use dpselft_selft::{Progress, Result, RunConfig, SelftError, SynthReport, SyntheticData};
 use serde::{Deserialize, Serialize};
+
+use crate::cell::read_json;
 
 /// The fixed probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +102,16 @@ pub struct SyntheticReport {
     pub probe: Probe,
     /// The run's seed.
     pub seed: Option<u64>,
+    /// The DP generator's perplexity on held-out test texts before and after its tuning
+    /// (`synth.perplexity_examples` of them; absent for other synthesizers and older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_perplexity_before: Option<f64>,
+    /// The same after the tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_perplexity_after: Option<f64>,
+    /// Held-out texts of those perplexities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity_examples: Option<usize>,
     /// Seconds of the synthetic stage alone.
     pub synth_wall_s: f64,
     /// Seconds for the whole bench.
@@ -118,6 +130,8 @@ pub fn run_synthetic_bench(
     let private = run_synth(&bench.config, &bench.paths, &run_dir, progress)?;
     let synth_wall_s = started.elapsed().as_secs_f64();
     let synthetic = SyntheticData::load(&run_dir.join("synthetic"))?;
+    let stage: SynthReport = read_json(&run_dir.join("synth.json"), "synthetic stage's report")?;
+    let perplexity = stage.generator_perplexity;
     let test = load_test(&bench.config.run, private.labels())?
         .ok_or_else(|| SelftError::Config("bench synthetic needs run.test_data".into()))?;
     // The same split the synthesizer read, loaded again for the real probe (the bench is a
@@ -166,6 +180,15 @@ pub fn run_synthetic_bench(
         test_examples: test.len(),
         probe: bench.probe.clone(),
         seed: bench.config.run.seed,
+        generator_perplexity_before: perplexity.map(|p| p.0),
+        generator_perplexity_after: perplexity.map(|p| p.1),
+        perplexity_examples: perplexity.and(
+            bench
+                .config
+                .synth
+                .generator()
+                .map(|g| g.perplexity_examples.min(test.len())),
+        ),
         synth_wall_s,
         wall_s: started.elapsed().as_secs_f64(),
         examples,

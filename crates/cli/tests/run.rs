@@ -213,6 +213,17 @@ fn the_selection_bench_scores_rates_and_variants_against_one_oracle() {
     let report = run_selection_bench(&bench, &out, &mut ()).unwrap();
     let n = report.candidates.len();
     assert_eq!(report.runs.len(), 2 * n + 1, "{:?}", report.runs);
+    // Cheapest first: the head alone, then the candidates by their lowest block, highest first.
+    let lowest = |r: &dpselft_bench::selection::OracleRow| {
+        let spec = r.spec.to_string();
+        let blocks = spec.split(',').filter_map(|part| {
+            let digits = part.strip_prefix("block.")?.split('.').next()?;
+            digits.parse::<usize>().ok()
+        });
+        blocks.min().map_or(usize::MAX, |b| b)
+    };
+    let order: Vec<usize> = report.runs.iter().map(lowest).collect();
+    assert!(order.windows(2).all(|w| w[0] >= w[1]), "{order:?}");
     for c in &report.candidates {
         let runs: Vec<_> = report.runs.iter().filter(|r| r.spec == c.spec).collect();
         let want = if c.spec.to_string() == "head" { 3 } else { 2 };
@@ -316,6 +327,62 @@ fn private_evolution_spends_its_share_in_histogram_and_votes() {
     assert!(synth["generator_sigma"].is_null());
     let train = std::fs::read_to_string(out.join("synthetic/train.jsonl")).unwrap();
     assert!(train.lines().count() > 0 && train.contains("\"label\""));
+}
+
+/// The DP generator's held-out perplexity (`synth.perplexity_examples`): measured on the test
+/// split before and after the tuning, reported in synth.json and report.md, spending nothing
+/// (the ledger holds the same two mechanisms); absent when not asked for.
+#[test]
+fn the_generators_held_out_perplexity_is_measured_around_its_tuning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = setup(tmp.path());
+    // A tuning that learns: ε_synth = 3.6, 12 steps of 64 at a large rate.
+    let config = config_with_synth(
+        "[synth]\nnum_samples = 40\nsteps = 12\nbatch_size = 64\nlr = 0.03\nmax_seq_len = 12\n\
+         max_new_tokens = 8\ngeneration_batch = 20\nmin_chars = 4\nperplexity_examples = 24\n",
+    )
+    .replace("synth_fraction = 0.25", "synth_fraction = 0.9");
+    std::fs::write(tmp.path().join("config.toml"), config).unwrap();
+    let out = tmp.path().join("run");
+    args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    let mut argv = vec!["run"];
+    argv.extend(args.iter().map(String::as_str));
+    ok(&dpselft(&argv));
+    let synth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("synth.json")).unwrap()).unwrap();
+    let pair = synth["generator_perplexity"].as_array().unwrap();
+    let (before, after) = (pair[0].as_f64().unwrap(), pair[1].as_f64().unwrap());
+    // The toy vocabulary has a few dozen words: a random generator is near uniform over it,
+    // the tuned one has learnt which words follow a label's prompt.
+    assert!(
+        before.is_finite() && after.is_finite() && after > 1.0,
+        "{pair:?}"
+    );
+    assert!(after < 0.8 * before, "perplexity {before} → {after}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains(&format!("held-out perplexity {before:.2} → {after:.2}")),
+        "{report}"
+    );
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ledger.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["synth-histogram", "synth-generator", "train"]);
+
+    // Not asked for: no measurement, no key.
+    let mut args = setup(tmp.path());
+    let plain = tmp.path().join("plain");
+    args.extend(["--out".into(), plain.to_string_lossy().into_owned()]);
+    let mut argv = vec!["synth"];
+    argv.extend(args.iter().map(String::as_str));
+    ok(&dpselft(&argv));
+    let synth = std::fs::read_to_string(plain.join("synth.json")).unwrap();
+    assert!(!synth.contains("generator_perplexity"), "{synth}");
 }
 
 /// The selection bench on the tiny models: every candidate gets an oracle run scored on the

@@ -191,6 +191,7 @@ pub(crate) fn create_ledger(path: &Path, config: &RunConfig, inputs: &CheckedInp
 /// What stage 1 needs, loaded and checked before anything is spent.
 pub(crate) struct CheckedInputs {
     pub(crate) private: PrivateData,
+    test: Option<Dataset>,
     generator: Model,
     target: Model,
     delta_override: Option<Override>,
@@ -211,8 +212,9 @@ pub(crate) fn check_inputs(
         dpselft_data::check_two_labels(private.dataset(), &r.train_data)?;
         check_label_descriptions(r, private.labels())?;
     }
-    if let (Some(test), Some(path)) = (load_test(r, private.labels())?, &r.test_data) {
-        let o = dpselft_data::check_eval_overlap(private.dataset(), &r.train_data, &test, path)?;
+    let test = load_test(r, private.labels())?;
+    if let (Some(test), Some(path)) = (&test, &r.test_data) {
+        let o = dpselft_data::check_eval_overlap(private.dataset(), &r.train_data, test, path)?;
         if o.shared > 0 {
             progress.message(&format!(
                 "note: {} of the {} test examples in {} are also training examples (by content)",
@@ -227,6 +229,7 @@ pub(crate) fn check_inputs(
         generator: paths.load(&paths.generator)?,
         target: paths.load_model()?,
         private,
+        test,
         delta_override,
     })
 }
@@ -276,6 +279,7 @@ pub(crate) fn synthesize_into(
             task: r.task,
             ledger: &out.join("ledger.json"),
             work_dir: &out.join("synth"),
+            held_out: inputs.test.as_ref(),
             seed: r.seed,
             allow_large_delta: r.allow_large_delta,
         },

@@ -137,10 +137,15 @@ fn synth_description(config: &RunConfig, synth: &SynthReport) -> String {
     ) {
         (Some(g), Some(sigma), _) => format!(
             "{name}: histogram σ = {histogram}, generator `{}` σ = {sigma:.4} (q = {:.4}, {} \
-             steps); {texts} texts sampled",
+             steps{}); {texts} texts sampled",
             g.trainable,
             synth.generator_sampling_rate.unwrap_or(0.0),
-            g.steps
+            g.steps,
+            synth
+                .generator_perplexity
+                .map_or_else(String::new, |(before, after)| format!(
+                    ", held-out perplexity {before:.2} → {after:.2}"
+                ))
         ),
         (_, _, Some(vote)) => format!(
             "{name}: histogram σ = {histogram}, {} voting rounds σ = {vote:.2}; {texts} texts in \

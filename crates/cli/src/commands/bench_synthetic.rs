@@ -35,6 +35,10 @@ pub struct SyntheticArgs {
     /// Probe learning rate.
     #[arg(long, default_value_t = Probe::default().lr)]
     pub probe_lr: f64,
+    /// Test texts on which the DP generator's perplexity is measured before and after its
+    /// tuning (`synth.perplexity_examples`; 0: not measured).
+    #[arg(long, default_value_t = 256)]
+    pub perplexity_examples: usize,
     /// The report [default: bench/synthetic/<task>.<synthesizer>.json].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -52,7 +56,7 @@ pub struct SyntheticArgs {
 /// Runs `dpselft bench synthetic`.
 pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
     let task = args.task.task();
-    let (config, paths) = super::bench::task_run(
+    let (mut config, paths) = super::bench::task_run(
         task,
         args.config.as_deref(),
         Some(&args.synthesizer),
@@ -60,6 +64,9 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         args.assets.as_deref(),
         args.device,
     )?;
+    if let Some(g) = config.synth.generator_mut() {
+        g.perplexity_examples = args.perplexity_examples;
+    }
     let work = args.work.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -107,6 +114,15 @@ pub fn run(args: SyntheticArgs) -> anyhow::Result<()> {
         report.target_accuracy,
         report.epsilon_synth
     );
+    if let (Some(before), Some(after)) = (
+        report.generator_perplexity_before,
+        report.generator_perplexity_after,
+    ) {
+        println!(
+            "generator perplexity on {} test texts: {before:.3} before its DP tuning, {after:.3} after",
+            report.perplexity_examples.unwrap_or(0)
+        );
+    }
     println!("report: {}", out.display());
     Ok(())
 }

@@ -77,6 +77,17 @@ pub struct GeneratorConfig {
     pub val_fraction: f64,
     /// Padded tokens per physical micro-batch of the generator's training.
     pub max_tokens: usize,
+    /// Held-out texts (a seeded subset of the run's test split) on which the generator's
+    /// perplexity of `prompt(label) + text` is measured before and after its DP tuning, as a
+    /// check that the tuning taught it the private text's distribution; 0: not measured. The
+    /// held-out split is not private data (the run reports its test accuracy on it too), so
+    /// the measurement spends nothing; it costs two forward passes over these texts.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub perplexity_examples: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for GeneratorConfig {
@@ -99,6 +110,7 @@ impl Default for GeneratorConfig {
             min_chars: 40,
             val_fraction: 0.2,
             max_tokens: 2048,
+            perplexity_examples: 0,
         }
     }
 }
@@ -216,12 +228,21 @@ fn run(
         false => (None, Vec::new()),
     };
 
-    // 2. The generator's DP fine-tuning.
+    // 2. The generator's DP fine-tuning, its held-out perplexity measured around it.
+    let (ledger, generator_name, words) = (inputs.ledger, inputs.generator_name, inputs.words);
+    let held_out = held_out_set(config, inputs.held_out, labelled, words, &inputs.generator)?;
+    let before = perplexity(
+        &inputs.generator,
+        held_out.as_ref(),
+        config,
+        "before",
+        progress,
+    )?;
     progress.message("synth: DP fine-tuning the generator");
     let started = Instant::now();
-    let (ledger, generator_name, words) = (inputs.ledger, inputs.generator_name, inputs.words);
     let (generator, plan) = train_generator(config, data, labelled, inputs, budget, progress)?;
     let train_s = started.elapsed().as_secs_f64();
+    let after = perplexity(&generator, held_out.as_ref(), config, "after", progress)?;
 
     // 3. Sampling (post-processing from here on).
     let started = Instant::now();
@@ -256,6 +277,7 @@ fn run(
         samples_per_label: per_label,
         generator_sigma: Some(plan.noise_multiplier),
         generator_sampling_rate: Some(plan.sampling_rate),
+        generator_perplexity: before.zip(after),
         vote_sigma: None,
         vote_rounds: 0,
         train_s,
@@ -305,17 +327,7 @@ fn train_generator(
     budget: StageBudget,
     progress: &mut dyn Progress,
 ) -> Result<(Model, TrainPlan)> {
-    let pairs: Vec<(String, String)> = data
-        .examples
-        .iter()
-        .map(|e| {
-            let prompt = match data.label_name(e) {
-                Some(l) if labelled => inputs.words.fill(&config.prompt, l),
-                _ => inputs.words.fill_text(&config.prompt),
-            };
-            (prompt, e.text.clone())
-        })
-        .collect();
+    let pairs = prompted(config, data, labelled, inputs.words);
     let encoded = EncodedSet::lm_with_prompts(&inputs.generator, &pairs, config.max_seq_len)?;
     let train_config = TrainConfig {
         task: Task::Lm,
@@ -360,6 +372,71 @@ fn train_generator(
     let plan = trainer.plan().clone();
     trainer.run(progress)?;
     Ok((trainer.into_model(), plan))
+}
+
+/// (prompt, text) of each example of `data`: the generator's training pairs, the loss on the
+/// text only.
+fn prompted(
+    config: &GeneratorConfig,
+    data: &Dataset,
+    labelled: bool,
+    words: PromptWords<'_>,
+) -> Vec<(String, String)> {
+    data.examples
+        .iter()
+        .map(|e| {
+            let prompt = match data.label_name(e) {
+                Some(l) if labelled => words.fill(&config.prompt, l),
+                _ => words.fill_text(&config.prompt),
+            };
+            (prompt, e.text.clone())
+        })
+        .collect()
+}
+
+/// The held-out texts of `perplexity_examples`, encoded as the generator's training pairs: a
+/// seeded subset of `held_out` (the same texts before and after the tuning), or `None` when
+/// the measurement is off or the run has no held-out split.
+fn held_out_set(
+    config: &GeneratorConfig,
+    held_out: Option<&Dataset>,
+    labelled: bool,
+    words: PromptWords<'_>,
+    generator: &Model,
+) -> Result<Option<EncodedSet>> {
+    let Some(held_out) = held_out.filter(|d| config.perplexity_examples > 0 && !d.is_empty())
+    else {
+        return Ok(None);
+    };
+    let mut texts = held_out.clone();
+    dpselft_data::subset(&mut texts, config.perplexity_examples, 0);
+    let pairs = prompted(config, &texts, labelled, words);
+    Ok(Some(EncodedSet::lm_with_prompts(
+        generator,
+        &pairs,
+        config.max_seq_len,
+    )?))
+}
+
+/// The generator's perplexity on the held-out set, if there is one.
+fn perplexity(
+    generator: &Model,
+    held_out: Option<&EncodedSet>,
+    config: &GeneratorConfig,
+    when: &str,
+    progress: &mut dyn Progress,
+) -> Result<Option<f64>> {
+    let Some(set) = held_out else {
+        return Ok(None);
+    };
+    let p = dpselft_dp::evaluate(generator, set, config.max_tokens)?.perplexity;
+    if let Some(p) = p {
+        progress.message(&format!(
+            "synth: generator perplexity {when} its tuning: {p:.3} on {} held-out texts",
+            set.len()
+        ));
+    }
+    Ok(p)
 }
 
 /// Step 3: samples `per_label[l]` texts for each label (prompts filled with `words`; one text

@@ -176,6 +176,10 @@ pub struct SynthReport {
     pub generator_sigma: Option<f64>,
     /// Sampling rate of the generator's training (DP generator).
     pub generator_sampling_rate: Option<f64>,
+    /// The generator's perplexity on held-out texts (before, after) its DP tuning, where
+    /// `perplexity_examples` asked for it (DP generator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_perplexity: Option<(f64, f64)>,
     /// Noise std of each round's vote counts (Private Evolution; sensitivity 1).
     #[serde(default)]
     pub vote_sigma: Option<f64>,
@@ -220,6 +224,9 @@ pub struct SynthInputs<'a> {
     pub words: PromptWords<'a>,
     /// A folder for the synthesizer's own files (e.g. training metrics).
     pub work_dir: &'a Path,
+    /// Held-out labelled texts (the run's test split; not private data), for diagnostics that
+    /// spend nothing, e.g. the DP generator's perplexity before and after its tuning.
+    pub held_out: Option<&'a Dataset>,
     /// A seed for reproducible experiments (noise included; the ledger says so). `None`: the OS.
     pub seed: Option<u64>,
     /// δ ≥ 1/n was allowed by the operator (and recorded in the ledger).

@@ -290,6 +290,7 @@ impl Released {
             noisy_counts: self.noisy_counts,
             samples_per_label: self.per_label,
             generator_sigma: None,
+            generator_perplexity: None,
             generator_sampling_rate: None,
             vote_sigma: Some(self.vote_sigma),
             vote_rounds: self.rounds,
