@@ -30,7 +30,7 @@ use dpselft_selft::error::io_err;
 use dpselft_selft::pipeline::{
     ResolvedPaths, SelectSection, SelectSettings, load_train, run_select, run_synth, stage3_config,
 };
-use dpselft_selft::select::rate_key;
+use dpselft_selft::select::{CandidateResult, rate_key};
 use dpselft_selft::{Progress, Result, RunConfig, Selection, SelftError};
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,13 @@ pub struct SelectionReport {
     pub oracle: TrainableSpec,
     /// The learning rate selection chose for the chosen set.
     pub chosen_lr: f64,
+    /// The held-out accuracy of the chosen set at the chosen rate: what stage 3 would run
+    /// (absent where the oracle lacks that run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_rate_accuracy: Option<f64>,
+    /// The best candidate's held-out accuracy minus [`Self::chosen_rate_accuracy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_rate_regret: Option<f64>,
     /// The run's `train.lr` η (the oracle's only rate unless it was given others; each row
     /// names its own).
     pub lr: f64,
@@ -160,6 +167,13 @@ pub struct VariantReport {
     pub chosen: TrainableSpec,
     /// The learning rate it chose.
     pub chosen_lr: f64,
+    /// The held-out accuracy of its set at its rate: what its stage 3 would run (absent where
+    /// the oracle lacks that run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_rate_accuracy: Option<f64>,
+    /// The best candidate's held-out accuracy minus [`Self::chosen_rate_accuracy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_rate_regret: Option<f64>,
     /// Its synthetic score of each candidate with an oracle result.
     pub scores: Vec<SpecScore>,
     /// Seconds of its selection stage.
@@ -188,12 +202,12 @@ pub fn run_selection_bench(
     let variants = select_variants(bench, progress)?;
     let oracle_log = bench.work.join("oracle.jsonl");
     let mut rows: Vec<OracleRow> = read_rows(&oracle_log, "oracle result")?;
-    let plan = oracle_plan(bench, &config, &selection);
+    let plan = oracle_plan(bench, &config, &selection, &variants);
     for (i, (spec, score, lr)) in plan.iter().enumerate() {
         if bench.report_only
             || rows
                 .iter()
-                .any(|r| r.spec == *spec && row_lr(r, &config) == *lr)
+                .any(|r| r.spec == *spec && same_rate(row_lr(r, &config), *lr))
         {
             continue;
         }
@@ -207,10 +221,11 @@ pub fn run_selection_bench(
         rows.push(row);
         write_rows(&oracle_log, &rows)?;
     }
+    let all_runs = rows.clone();
     let mut report = summarise(bench, &config, &selection, rows, seen.len(), held_out.len())?;
     report.variants = variants
         .iter()
-        .map(|(name, s)| variant_report(name, s, &report))
+        .map(|(name, s)| variant_report(name, s, &report, &all_runs, &config))
         .collect();
     write_text(
         report_path,
@@ -325,31 +340,76 @@ fn read_selection(path: &Path) -> Result<Selection> {
 }
 
 /// The oracle's runs: every candidate of the menu at every rate of `oracle_lrs` (the run's
-/// `train.lr` without any), the head alone also at `oracle_head_lrs`; cheapest first.
+/// `train.lr` without any), the head alone also at `oracle_head_lrs`, and each design's own
+/// choice as stage 3 would run it (its set at its chosen rate: the run's selection and every
+/// variant's); cheapest first.
 fn oracle_plan(
     bench: &SelectionBench,
     config: &RunConfig,
     selection: &Selection,
+    variants: &[(String, Selection)],
 ) -> Vec<(TrainableSpec, f64, f64)> {
     let rates = if bench.oracle_lrs.is_empty() {
         vec![config.train.lr]
     } else {
         bench.oracle_lrs.clone()
     };
-    // A candidate backpropagates down to its lowest block, so the highest lowest block is the
-    // cheapest (the head alone cheapest of all): an oracle stopped midway has then scored the
-    // most candidates. The sort is stable, so ties keep the menu's order.
-    let mut candidates: Vec<_> = selection.candidates.iter().collect();
-    candidates.sort_by_key(|c| std::cmp::Reverse(c.blocks.iter().min().map_or(usize::MAX, |&b| b)));
     let mut plan = Vec::new();
-    for c in candidates {
+    for c in &selection.candidates {
         let mut lrs = rates.clone();
         if c.blocks.is_empty() && c.part.is_none() {
             lrs.extend(bench.oracle_head_lrs.iter().filter(|r| !rates.contains(r)));
         }
         plan.extend(lrs.into_iter().map(|lr| (c.spec.clone(), c.score, lr)));
     }
+    let designs: Vec<&Selection> = std::iter::once(selection)
+        .chain(variants.iter().map(|(_, s)| s))
+        .collect();
+    for d in &designs {
+        let planned = |(spec, _, lr): &(TrainableSpec, f64, f64)| {
+            *spec == d.chosen_spec && same_rate(*lr, d.chosen_lr)
+        };
+        if !plan.iter().any(planned)
+            && let Some(c) = candidate(&d.chosen_spec, &designs)
+        {
+            plan.push((c.spec.clone(), c.score, d.chosen_lr));
+        }
+    }
+    // A candidate backpropagates down to its lowest block, so the highest lowest block is the
+    // cheapest (the head alone cheapest of all): an oracle stopped midway has then scored the
+    // most candidates. The sort is stable, so ties keep the menu's order.
+    plan.sort_by_key(|(spec, _, _)| {
+        let lowest = candidate(spec, &designs).and_then(|c| c.blocks.iter().min().copied());
+        std::cmp::Reverse(lowest.map_or(usize::MAX, |b| b))
+    });
     plan
+}
+
+/// `spec`'s result in the first of `designs` that scored it (the run's own selection first, so
+/// an oracle row carries the run's synthetic score wherever the run scored the set).
+fn candidate<'a>(spec: &TrainableSpec, designs: &[&'a Selection]) -> Option<&'a CandidateResult> {
+    designs
+        .iter()
+        .find_map(|d| d.candidates.iter().find(|c| c.spec == *spec))
+}
+
+/// Two learning rates equal up to float rounding (a selection's multiple of its grid's centre
+/// against the same rate as the oracle lists it).
+fn same_rate(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs())
+}
+
+/// The held-out accuracy of `spec` fine-tuned at `lr` — what stage 3 would run for a design
+/// that chose them — where the oracle has that run.
+fn chosen_rate_accuracy(
+    runs: &[OracleRow],
+    config: &RunConfig,
+    spec: &TrainableSpec,
+    lr: f64,
+) -> Option<f64> {
+    runs.iter()
+        .find(|r| r.spec == *spec && same_rate(row_lr(r, config), lr))
+        .map(|r| r.test_accuracy)
 }
 
 /// A row's learning rate (rows without one ran at the run's `train.lr`).
@@ -456,7 +516,13 @@ fn agreement(scores: &[(TrainableSpec, f64)], oracle: &[OracleRow]) -> (f64, Opt
 }
 
 /// One variant's synthetic scores and choice against the oracle of `report`.
-fn variant_report(name: &str, selection: &Selection, report: &SelectionReport) -> VariantReport {
+fn variant_report(
+    name: &str,
+    selection: &Selection,
+    report: &SelectionReport,
+    runs: &[OracleRow],
+    config: &RunConfig,
+) -> VariantReport {
     let scores: Vec<(TrainableSpec, f64)> = selection
         .candidates
         .iter()
@@ -473,6 +539,7 @@ fn variant_report(name: &str, selection: &Selection, report: &SelectionReport) -
         .iter()
         .find(|c| c.spec == selection.chosen_spec)
         .map_or(f64::NAN, |c| c.test_accuracy);
+    let at_rate = chosen_rate_accuracy(runs, config, &selection.chosen_spec, selection.chosen_lr);
     VariantReport {
         name: name.to_string(),
         perturbation: selection.config.perturbation.to_string(),
@@ -483,6 +550,8 @@ fn variant_report(name: &str, selection: &Selection, report: &SelectionReport) -
         regret: best - chosen,
         chosen: selection.chosen_spec.clone(),
         chosen_lr: selection.chosen_lr,
+        chosen_rate_accuracy: at_rate,
+        chosen_rate_regret: at_rate.map(|a| best - a),
         scores: scores
             .into_iter()
             .filter(|(spec, _)| report.candidates.iter().any(|c| c.spec == *spec))
@@ -578,6 +647,7 @@ fn summarise(
         .collect();
     let (rho, rho_loss) = agreement(&scores, &rows);
     let several_rates = runs.len() > rows.len();
+    let at_rate = chosen_rate_accuracy(&runs, config, &selection.chosen_spec, selection.chosen_lr);
     Ok(SelectionReport {
         task: bench.task.clone(),
         epsilon: config.run.epsilon,
@@ -587,6 +657,8 @@ fn summarise(
         chosen: selection.chosen_spec.clone(),
         oracle: best.spec.clone(),
         chosen_lr: selection.chosen_lr,
+        chosen_rate_accuracy: at_rate,
+        chosen_rate_regret: at_rate.map(|a| best.test_accuracy - a),
         lr: config.train.lr,
         train_examples,
         held_out_examples,
