@@ -139,7 +139,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     }
     for v in &report.variants {
         println!(
-            "variant {:<24} ({} / {} / τ {}): Spearman {:.3} (loss {}), regret {:.3}, chose `{}` at lr {:.2e}",
+            "variant {:<24} ({} / {} / τ {}): Spearman {:.3} (loss {}), regret {:.3}, chose `{}` at lr {:.2e} (regret there {})",
             v.name,
             v.perturbation,
             v.rate_search,
@@ -148,7 +148,8 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             v.spearman_loss.map_or("-".into(), |s| format!("{s:.3}")),
             v.regret,
             v.chosen,
-            v.chosen_lr
+            v.chosen_lr,
+            at_rate(v.chosen_rate_regret)
         );
     }
     if !report.missing.is_empty() {
@@ -156,13 +157,19 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         println!("not run yet: {}", missing.join(" "));
     }
     println!(
-        "Spearman {:.3}, regret {:.3} (oracle `{}`, chosen `{}` at lr {:.2e}); report {}",
+        "Spearman {:.3}, regret {:.3} (oracle `{}`, chosen `{}` at lr {:.2e}, regret there {}); report {}",
         report.spearman,
         report.regret,
         report.oracle,
         report.chosen,
         report.chosen_lr,
+        at_rate(report.chosen_rate_regret),
         out.display()
     );
     Ok(())
+}
+
+/// A design's regret at its own chosen rate, or why there is none.
+fn at_rate(regret: Option<f64>) -> String {
+    regret.map_or("not run yet".into(), |r| format!("{r:.3}"))
 }
