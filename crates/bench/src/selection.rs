@@ -161,8 +161,9 @@ pub struct VariantReport {
     /// … and against −(held-out loss), where the oracle has losses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spearman_loss: Option<f64>,
-    /// The best candidate's held-out accuracy minus its chosen candidate's.
-    pub regret: f64,
+    /// The best candidate's held-out accuracy minus its chosen candidate's (absent while the
+    /// oracle has no run of the chosen set).
+    pub regret: Option<f64>,
     /// Its chosen set and learning rate.
     pub chosen: TrainableSpec,
     /// The learning rate it chose.
@@ -538,7 +539,7 @@ fn variant_report(
         .candidates
         .iter()
         .find(|c| c.spec == selection.chosen_spec)
-        .map_or(f64::NAN, |c| c.test_accuracy);
+        .map(|c| c.test_accuracy);
     let at_rate = chosen_rate_accuracy(runs, config, &selection.chosen_spec, selection.chosen_lr);
     VariantReport {
         name: name.to_string(),
@@ -547,7 +548,7 @@ fn variant_report(
         steps: selection.config.steps,
         spearman,
         spearman_loss,
-        regret: best - chosen,
+        regret: chosen.map(|a| best - a),
         chosen: selection.chosen_spec.clone(),
         chosen_lr: selection.chosen_lr,
         chosen_rate_accuracy: at_rate,

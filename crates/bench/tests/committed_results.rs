@@ -120,3 +120,62 @@ fn a_methods_file_needs_a_learning_rate_grid_and_a_validation_share() {
     std::fs::write(&path, file("[0.01]", "0.1") + "lr = 0.1\n").unwrap();
     assert!(MethodsFile::load(&path).is_err());
 }
+
+/// The committed selection reports read with today's types, and their summaries are what their
+/// own oracle rows give: each candidate's best run, the regret of the chosen set and of the
+/// chosen set at the chosen rate, the Spearman of the synthetic scores.
+#[test]
+fn committed_selection_reports_agree_with_their_rows() {
+    use dpselft_bench::selection::{SelectionReport, spearman};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/selection");
+    for name in ["spam.json", "brown-genre.json", "spam-current.json"] {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let r: SelectionReport =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let accuracy = |spec: &dpselft_model::TrainableSpec| {
+            let row = r.candidates.iter().find(|c| c.spec == *spec);
+            row.unwrap_or_else(|| panic!("{name}: no row for {spec}"))
+                .test_accuracy
+        };
+        let best = r.candidates.iter().map(|c| c.test_accuracy);
+        let best = best.fold(f64::MIN, f64::max);
+        assert_eq!(accuracy(&r.oracle), best, "{name}");
+        assert!(
+            (r.regret - (best - accuracy(&r.chosen))).abs() < 1e-12,
+            "{name}"
+        );
+        for c in &r.candidates {
+            let mut runs = r.runs.iter().filter(|run| run.spec == c.spec);
+            assert!(
+                runs.all(|run| run.test_accuracy <= c.test_accuracy),
+                "{name}: {}",
+                c.spec
+            );
+        }
+        if let Some(at_rate) = r.chosen_rate_regret {
+            let lr_matches =
+                |lr: Option<f64>| lr.is_some_and(|l| (l - r.chosen_lr).abs() <= 1e-6 * l);
+            let run = r
+                .runs
+                .iter()
+                .find(|run| run.spec == r.chosen && lr_matches(run.lr));
+            assert!(
+                (at_rate - (best - run.unwrap().test_accuracy)).abs() < 1e-12,
+                "{name}"
+            );
+        }
+        for v in &r.variants {
+            let chosen = r.candidates.iter().find(|c| c.spec == v.chosen);
+            assert_eq!(
+                v.regret,
+                chosen.map(|c| best - c.test_accuracy),
+                "{name}: {}",
+                v.name
+            );
+        }
+        let xs: Vec<f64> = r.candidates.iter().map(|c| c.synthetic_score).collect();
+        let ys: Vec<f64> = r.candidates.iter().map(|c| c.test_accuracy).collect();
+        assert!((r.spearman - spearman(&xs, &ys)).abs() < 1e-12, "{name}");
+    }
+}

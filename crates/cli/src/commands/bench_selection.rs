@@ -139,14 +139,14 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     }
     for v in &report.variants {
         println!(
-            "variant {:<24} ({} / {} / τ {}): Spearman {:.3} (loss {}), regret {:.3}, chose `{}` at lr {:.2e} (regret there {})",
+            "variant {:<24} ({} / {} / τ {}): Spearman {:.3} (loss {}), regret {}, chose `{}` at lr {:.2e} (regret there {})",
             v.name,
             v.perturbation,
             v.rate_search,
             v.steps,
             v.spearman,
             v.spearman_loss.map_or("-".into(), |s| format!("{s:.3}")),
-            v.regret,
+            at_rate(v.regret),
             v.chosen,
             v.chosen_lr,
             at_rate(v.chosen_rate_regret)
@@ -169,7 +169,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A design's regret at its own chosen rate, or why there is none.
+/// A regret, or why there is none.
 fn at_rate(regret: Option<f64>) -> String {
     regret.map_or("not run yet".into(), |r| format!("{r:.3}"))
 }
