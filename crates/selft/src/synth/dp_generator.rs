@@ -221,14 +221,8 @@ fn run(
     let task = inputs.task;
     let labelled = task == Task::Classify;
     let mut root_rng = inputs.noise_rng(0x5e1f_7a11)?;
-
-    // 1. The label histogram (classification only).
-    let (histogram_sigma, noisy_counts) = match labelled {
-        true => histogram(config, data, budget, inputs.ledger, &mut root_rng)?,
-        false => (None, Vec::new()),
-    };
-
-    // 2. The generator's DP fine-tuning, its held-out perplexity measured around it.
+    // The held-out check's texts are encoded, and the untuned generator scored on them, before
+    // anything is spent: a text that cannot be encoded fails the run with nothing spent.
     let (ledger, generator_name, words) = (inputs.ledger, inputs.generator_name, inputs.words);
     let held_out = held_out_set(config, inputs.held_out, labelled, words, &inputs.generator)?;
     let before = perplexity(
@@ -238,6 +232,14 @@ fn run(
         "before",
         progress,
     )?;
+
+    // 1. The label histogram (classification only).
+    let (histogram_sigma, noisy_counts) = match labelled {
+        true => histogram(config, data, budget, inputs.ledger, &mut root_rng)?,
+        false => (None, Vec::new()),
+    };
+
+    // 2. The generator's DP fine-tuning, its held-out perplexity measured again after it.
     progress.message("synth: DP fine-tuning the generator");
     let started = Instant::now();
     let (generator, plan) = train_generator(config, data, labelled, inputs, budget, progress)?;
