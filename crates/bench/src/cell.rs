@@ -260,7 +260,8 @@ fn earlier_attempt(dir: &Path, config: &RunConfig) -> Result<Earlier> {
     Ok(Earlier::Finished(Box::new(metrics)))
 }
 
-fn read_selection(dir: &Path) -> Result<Selection> {
+/// A run folder's `selection.json`.
+pub(crate) fn read_selection(dir: &Path) -> Result<Selection> {
     read_json(&dir.join("selection.json"), "selection")
 }
 

@@ -33,6 +33,7 @@ use dpselft_selft::select::CandidateResult;
 use dpselft_selft::{Progress, Result, RunConfig, Selection, SelftError};
 use serde::{Deserialize, Serialize};
 
+use crate::cell::read_selection;
 use crate::{read_rows, write_rows, write_text};
 
 mod report;
@@ -177,7 +178,7 @@ fn synth_and_select(
     let run = bench.work.join("run");
     let done = run.join("selection.json");
     if done.exists() {
-        return read_selection(&done);
+        return read_selection(&run);
     }
     if bench.report_only {
         return Err(SelftError::Config(format!(
@@ -216,7 +217,7 @@ fn select_variants(
             progress.message(&format!("bench selection: variant {}", v.name));
             run_select(&dir, &bench.paths, Some(&v.settings), progress)?;
         }
-        out.push((v.name.clone(), read_selection(&done)?));
+        out.push((v.name.clone(), read_selection(&dir)?));
     }
     Ok(out)
 }
@@ -236,14 +237,6 @@ fn copy_path(from: &Path, to: &Path) -> Result<()> {
     }
     std::fs::copy(from, to).map_err(|e| io_err(from, e))?;
     Ok(())
-}
-
-fn read_selection(path: &Path) -> Result<Selection> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
-    serde_json::from_str(&text).map_err(|e| SelftError::Format {
-        path: path.to_path_buf(),
-        message: format!("not a selection: {e}"),
-    })
 }
 
 /// The oracle's runs: every candidate of the menu at every rate of `oracle_lrs` (the run's
