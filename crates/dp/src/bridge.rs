@@ -12,10 +12,10 @@
 //! - a tied weight (an LM head sharing the token embedding) records twice under two keys with the
 //!   same `param`: both records land in that parameter's group, so their cross terms count.
 //!
-//! Padding is stated explicitly per record: a record over token positions (its T equals the
-//! batch's) gets `Padding::Mask(attention mask)`, so a padded position contributes exactly zero
-//! whatever the model left there; a record over one position per example (the pooled input of a
-//! classification head) has no padding (`Padding::GradIsZero`).
+//! Padding is handled explicitly per record: the output gradient of a record over token positions
+//! (its T equals the batch's) is multiplied by the attention mask once ([`mask_padding`]), so a
+//! padded position contributes exactly zero whatever the model left there; a record over one
+//! position per example (the pooled input of a classification head) has no padding to mask.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,7 +24,7 @@ use dpselft_model::{Model, Record, RecordKind};
 
 use crate::clip::{ClipOutput, Clipping, clip_and_sum};
 use crate::error::{DpError, Result, shape_err};
-use crate::norms::{GradRecord, NormMethod, Padding};
+use crate::norms::{GradRecord, NormMethod, Padding, mask_padding};
 
 /// The trainable parameters of a model in a fixed order (by name): the order of the groups, of
 /// the clipped sums and of the optimizer's state.
@@ -159,29 +159,28 @@ pub fn group_records(
             ));
         }
         // Records over token positions are masked; a per-example record (T = 1 after pooling,
-        // or rank 2) has no padding to mask.
-        let padding = || -> Padding {
-            if g.rank() == 3 && g.dim(1).ok() == Some(tokens) {
-                Padding::Mask(attn.clone())
-            } else {
-                Padding::GradIsZero
-            }
+        // or rank 2) has no padding to mask. The mask is applied once, here, and the masked g
+        // shared by the weight's and the bias's records: masking in each would hold two copies.
+        let g = &if g.rank() == 3 && g.dim(1)? == tokens {
+            mask_padding(g, attn, &format!("record `{key}`"))?
+        } else {
+            g.clone()
         };
         if let Some(j) = weight {
             let r = match record.kind {
-                RecordKind::Linear => GradRecord::linear(&record.input, g, padding())?,
-                RecordKind::Norm => GradRecord::scale(&record.input, g, padding())?,
+                RecordKind::Linear => GradRecord::linear(&record.input, g, Padding::GradIsZero)?,
+                RecordKind::Norm => GradRecord::scale(&record.input, g, Padding::GradIsZero)?,
                 RecordKind::Embedding => {
                     let vocab = *record.param_dims.first().ok_or_else(|| {
                         shape_err(format!("record `{key}`: table shape"), "V×d", "rank 0")
                     })?;
-                    GradRecord::embedding(&record.input, g, vocab, padding())?
+                    GradRecord::embedding(&record.input, g, vocab, Padding::GradIsZero)?
                 }
             };
             groups[j].push(r);
         }
         if let Some(j) = bias {
-            groups[j].push(GradRecord::bias(g, padding())?);
+            groups[j].push(GradRecord::bias(g, Padding::GradIsZero)?);
         }
     }
     Ok(ParamGroups { groups, batch })

@@ -412,16 +412,20 @@ fn same_bt(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
 fn apply_padding(g: Tensor, padding: &Padding, what: &str) -> Result<Tensor> {
     match padding {
         Padding::GradIsZero => Ok(g),
-        Padding::Mask(mask) => {
-            if mask.dims() != &g.dims()[..2] {
-                return Err(shape_err(
-                    format!("{what}: padding mask"),
-                    format!("B×T = {:?}", &g.dims()[..2]),
-                    format!("{:?}", mask.dims()),
-                ));
-            }
-            let mask = mask.to_dtype(g.dtype())?.unsqueeze(D::Minus1)?;
-            Ok(g.broadcast_mul(&mask)?)
-        }
+        Padding::Mask(mask) => mask_padding(&g, mask, what),
     }
+}
+
+/// g (B×T×d) with the positions where `mask` (B×T, 1 = real token) is 0 set to zero: what
+/// [`Padding::Mask`] does, for a caller that shares one masked g between several records.
+pub fn mask_padding(g: &Tensor, mask: &Tensor, what: &str) -> Result<Tensor> {
+    if g.rank() < 2 || mask.dims() != &g.dims()[..2] {
+        return Err(shape_err(
+            format!("{what}: padding mask"),
+            format!("B×T = {:?}", g.dims().get(..2).unwrap_or(g.dims())),
+            format!("{:?}", mask.dims()),
+        ));
+    }
+    let mask = mask.to_dtype(g.dtype())?.unsqueeze(D::Minus1)?;
+    Ok(g.broadcast_mul(&mask)?)
 }

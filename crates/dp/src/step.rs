@@ -62,6 +62,10 @@ pub fn record_grads(
     };
     let losses = per_example_loss_masked(model, &out, mb.batch, mb.labels, mb.loss_mask)?;
     losses.sum_all()?.backward()?;
+    // The losses' graph holds every activation of the forward; the records keep only the ones
+    // clipping needs. Letting go of the graph here frees the rest before the records are grouped.
+    drop(out);
+    let losses = losses.detach();
     let groups = group_records(recorder.take(), params, &mb.batch.attn)?;
     Ok(RecordedGrads { losses, groups })
 }

@@ -3,7 +3,7 @@
 //! For every trainable linear map y = x Wᵀ + b the engine needs, per example, the input x
 //! (B×T×d_in) and the gradient at the output ∂L/∂y (B×T×d_out): the per-example weight gradient
 //! is ∂yᵢᵀ xᵢ and the bias gradient Σ_t ∂yᵢ. A recording linear computes y from detached
-//! operands and routes the backward through a [`CustomOp3`] over (x, W, y) whose backward
+//! operands and routes the backward through a [`CustomOp2`] over (x, W) whose backward
 //! returns only ∂L/∂x = ∂L/∂y W and stores (x, ∂L/∂y): autograd never forms the batch-summed
 //! ∂W that the engine would discard.
 //!
@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Shape, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::ops::Precomputed;
 use crate::ops::linear::add_bias;
 
 /// What a record describes.
@@ -161,8 +162,9 @@ impl Recorder {
             recorder: self.clone(),
             kind: RecordKind::Linear,
             w: w.detach(),
+            y: Precomputed::new(y0),
         };
-        let y = x.apply_op3(&anchor, &y0, op)?;
+        let y = x.apply_op2(&anchor, op)?;
         Ok(match b {
             // b's gradient comes from the record; autograd's would be dropped, so not formed.
             Some((_, b)) => add_bias(&y, &b.detach())?,
@@ -208,8 +210,9 @@ impl Recorder {
             recorder: self.clone(),
             kind: RecordKind::Norm,
             w: gamma.detach(),
+            y: Precomputed::new(y0),
         };
-        let y = xhat.apply_op3(&anchor, &y0, op)?;
+        let y = xhat.apply_op2(&anchor, op)?;
         Ok(match beta {
             // As for a linear bias: β's gradient comes from the record.
             Some((_, b)) => add_bias(&y, &b.detach())?,
@@ -246,8 +249,10 @@ impl Recorder {
             recorder: self.clone(),
             kind: RecordKind::Embedding,
             w: w.detach(),
+            y: Precomputed::new(y0),
         };
-        Ok(y0.apply_op3(w, &y0, op)?)
+        // The ids take no gradient: the op's first input only places it in the graph.
+        Ok(ids.apply_op2(w, op)?)
     }
 
     fn set_grad(&self, name: &str, g: Tensor) {
@@ -262,17 +267,19 @@ impl Recorder {
     }
 }
 
-/// The custom op behind recording layers: forward returns the precomputed y (third argument),
-/// backward records ∂L/∂y and returns ∂L/∂x only.
+/// The custom op behind recording layers, over (x, the trainable anchor): forward returns the
+/// precomputed y, backward records ∂L/∂y and returns ∂L/∂x only.
 struct Tap {
     name: String,
     recorder: Recorder,
     kind: RecordKind,
     /// The (detached) weight, to form ∂L/∂x.
     w: Tensor,
+    /// y, computed from detached operands.
+    y: Precomputed,
 }
 
-impl CustomOp3 for Tap {
+impl CustomOp2 for Tap {
     fn name(&self) -> &'static str {
         "dpselft-record"
     }
@@ -283,10 +290,8 @@ impl CustomOp3 for Tap {
         _l1: &Layout,
         _s2: &CpuStorage,
         _l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        crate::ops::copy_storage(s3, l3)
+        self.y.cpu()
     }
 
     fn cuda_fwd(
@@ -295,32 +300,29 @@ impl CustomOp3 for Tap {
         _l1: &Layout,
         _s2: &CudaStorage,
         _l2: &Layout,
-        s3: &CudaStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        crate::ops::copy_cuda_storage(s3, l3)
+        self.y.cuda()
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         _anchor: &Tensor,
-        _y: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.detach();
         self.recorder.set_grad(&self.name, grad.clone());
         if !x.track_op() {
-            return Ok((None, None, None));
+            return Ok((None, None));
         }
         let gx = match self.kind {
             // ∂x = ∂y W: (…, d_out) × (d_out, d_in)
             RecordKind::Linear => grad.broadcast_matmul(&self.w)?,
             // ∂x̂ = ∂y ⊙ γ
             RecordKind::Norm => grad.broadcast_mul(&self.w)?,
-            RecordKind::Embedding => return Ok((None, None, None)),
+            RecordKind::Embedding => return Ok((None, None)),
         };
-        Ok((Some(gx), None, None))
+        Ok((Some(gx), None))
     }
 }

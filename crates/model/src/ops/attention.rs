@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 use crate::ops::batched::batched_matmul;
-use crate::ops::softmax::softmax_last_dim;
+use crate::ops::softmax::scaled_softmax_last_dim;
 
 /// The value added to masked attention scores (finite, so fully masked rows stay NaN-free).
 pub const MASK_VALUE: f64 = -1e9;
@@ -39,12 +39,8 @@ pub fn attention_forward(
     // (B·H, T, S)·(B·H, S, D).
     let heads = |x: &Tensor, rows: usize, cols: usize| x.contiguous()?.reshape((b * h, rows, cols));
     let scores = batched_matmul(&heads(q, t, d)?, &heads(&k, s, d)?, false, true)?;
-    let scores = (scores.reshape((b, h, t, s))? * (1.0 / (d as f64).sqrt()))?; // (B, H, T, S)
-    let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
-        None => scores,
-    };
-    let p = softmax_last_dim(&scores)?;
+    let scores = scores.reshape((b, h, t, s))?; // (B, H, T, S)
+    let p = scaled_softmax_last_dim(&scores, 1.0 / (d as f64).sqrt(), mask)?;
     let out = batched_matmul(&heads(&p, t, s)?, &heads(&v, s, d)?, false, false)?;
     Ok(out.reshape((b, h, t, d))?)
 }

@@ -1,9 +1,9 @@
 //! LayerNorm and RMSNorm as composites of differentiable candle ops.
 
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, D, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, D, Layout, Shape, Tensor};
 
 use crate::error::Result;
-use crate::ops::kernels;
+use crate::ops::{Precomputed, kernels};
 
 /// LayerNorm over the last dimension: x̂ = (x − mean) / √(var + eps), y = x̂ γ + β.
 /// x: (…, d), γ, β: (d) → y: (…, d). Returns (y, x̂) so that the DP engine can use x̂ for the
@@ -41,7 +41,11 @@ pub fn normalize(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
     if !x.track_op() {
         return Ok(xhat);
     }
-    Ok(x.apply_op2(&xhat, Normalize { eps, center })?)
+    Ok(x.apply_op1(Normalize {
+        eps,
+        center,
+        xhat: Precomputed::new(xhat),
+    })?)
 }
 
 /// x̂ and nothing else (no graph).
@@ -55,44 +59,29 @@ fn normalize_values(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
     Ok(xc.broadcast_div(&(var + eps)?.sqrt()?)?.contiguous()?)
 }
 
+/// Returns the precomputed x̂ and back-propagates the normalisation's Jacobian into x.
 struct Normalize {
     eps: f64,
     center: bool,
+    xhat: Precomputed,
 }
 
-impl CustomOp2 for Normalize {
+impl CustomOp1 for Normalize {
     fn name(&self) -> &'static str {
         "dpselft-normalize"
     }
 
-    fn cpu_fwd(
-        &self,
-        _s1: &CpuStorage,
-        _l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        crate::ops::copy_storage(s2, l2)
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.xhat.cpu()
     }
 
-    fn cuda_fwd(
-        &self,
-        _s1: &CudaStorage,
-        _l1: &Layout,
-        s2: &CudaStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        crate::ops::copy_cuda_storage(s2, l2)
+    fn cuda_fwd(&self, _s: &CudaStorage, _l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.xhat.cuda()
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        xhat: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, xhat: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let x = x.detach();
+        let xhat = &xhat.detach();
         let xc = if self.center {
             x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?
         } else {
@@ -107,7 +96,7 @@ impl CustomOp2 for Normalize {
         if self.center {
             inner = inner.broadcast_sub(&g.mean_keepdim(D::Minus1)?)?;
         }
-        Ok((Some(inner.broadcast_mul(&r)?), None))
+        Ok(Some(inner.broadcast_mul(&r)?))
     }
 }
 
