@@ -144,8 +144,14 @@ impl Recorder {
             Some((_, b)) if b.is_variable() => b.clone(),
             _ => return crate::ops::linear::linear_forward(x, w, b.map(|(_, b)| b)),
         };
-        let y0 =
-            crate::ops::linear::linear_forward(&x.detach(), &w.detach(), None)?.contiguous()?;
+        // y with its bias: b's gradient comes from the record, so no bias node is needed (one
+        // would keep the product before the bias as one more activation).
+        let y0 = crate::ops::linear::linear_forward(
+            &x.detach(),
+            &w.detach(),
+            b.map(|(_, b)| b.detach()).as_ref(),
+        )?
+        .contiguous()?;
         self.lock().insert(
             name.to_string(),
             Record {
@@ -164,12 +170,7 @@ impl Recorder {
             w: w.detach(),
             y: Precomputed::new(y0),
         };
-        let y = x.apply_op2(&anchor, op)?;
-        Ok(match b {
-            // b's gradient comes from the record; autograd's would be dropped, so not formed.
-            Some((_, b)) => add_bias(&y, &b.detach())?,
-            None => y,
-        })
+        Ok(x.apply_op2(&anchor, op)?)
     }
 
     /// Recording norm affine: y = x̂ γ (+ β), registering the record under `name` (γ's name).
@@ -193,7 +194,13 @@ impl Recorder {
                 });
             }
         };
-        let y0 = xhat.detach().broadcast_mul(&gamma.detach())?.contiguous()?;
+        // As for a linear: β is in y, its gradient comes from the record.
+        let y0 = xhat.detach().broadcast_mul(&gamma.detach())?;
+        let y0 = match beta {
+            Some((_, b)) => add_bias(&y0, &b.detach())?,
+            None => y0,
+        }
+        .contiguous()?;
         self.lock().insert(
             name.to_string(),
             Record {
@@ -212,12 +219,7 @@ impl Recorder {
             w: gamma.detach(),
             y: Precomputed::new(y0),
         };
-        let y = xhat.apply_op2(&anchor, op)?;
-        Ok(match beta {
-            // As for a linear bias: β's gradient comes from the record.
-            Some((_, b)) => add_bias(&y, &b.detach())?,
-            None => y,
-        })
+        Ok(xhat.apply_op2(&anchor, op)?)
     }
 
     /// Recording embedding lookup: rows of `w` (V, d) at ids (B, T) → (B, T, d), registering

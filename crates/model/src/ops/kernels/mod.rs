@@ -431,18 +431,18 @@ impl CustomOp2 for AddBias {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = y.track_op().then(|| grad.clone());
         let gb = match b.track_op() {
-            true => {
-                let n = b.elem_count();
-                Some(
-                    grad.contiguous()?
-                        .reshape(((), n))?
-                        .apply_op1_no_bwd(&SumRows)?,
-                )
-            }
+            true => Some(bias_grad(grad, b.elem_count())?),
             false => None,
         };
         Ok((gy, gb))
     }
+}
+
+/// ∂b = Σ_rows ∂y for a bias of length `n` added to every row of y (∂y: (…, n)).
+pub(crate) fn bias_grad(grad: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    grad.contiguous()?
+        .reshape(((), n))?
+        .apply_op1_no_bwd(&SumRows)
 }
 
 // ---------------------------------------------------------------------------------------------
