@@ -333,6 +333,29 @@ fn the_selection_bench_scores_rates_and_variants_against_one_oracle() {
         std::fs::read_to_string(bench.work.join("oracle.jsonl")).unwrap(),
         log
     );
+    // Stopped after an oracle run finished but before its row was written: the rerun takes the
+    // finished run's result and trains nothing.
+    let mut lines: Vec<&str> = log.lines().collect();
+    let last: dpselft_bench::selection::OracleRow =
+        serde_json::from_str(lines.pop().unwrap()).unwrap();
+    std::fs::write(bench.work.join("oracle.jsonl"), lines.join("\n") + "\n").unwrap();
+    let name = last.spec.to_string().replace([',', ':', ';', '='], "_");
+    let metrics = bench.work.join(format!(
+        "oracle/{name}-lr{:e}/train/metrics.jsonl",
+        last.lr.unwrap()
+    ));
+    let trained = std::fs::read_to_string(&metrics).unwrap();
+    let third = run_selection_bench(&bench, &out, &mut ()).unwrap();
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap(), trained);
+    let back = third
+        .runs
+        .iter()
+        .find(|r| r.spec == last.spec && r.lr == last.lr);
+    let back = back.unwrap();
+    assert_eq!(
+        (back.test_accuracy, back.held_out_loss, back.epsilon_spent),
+        (last.test_accuracy, last.held_out_loss, last.epsilon_spent)
+    );
 }
 
 /// Private Evolution as the synthesizer: no DP training, one ledger entry per voting round after

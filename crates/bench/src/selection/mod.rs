@@ -17,12 +17,16 @@
 //!
 //! Resumable: stages 1–2 run once (`run/selection.json`), each variant's selection once
 //! (`variants/<name>/selection.json`), each (candidate, rate) result is appended to
-//! `oracle.jsonl` as it finishes (the file rewritten atomically), and a rerun skips what is there.
+//! `oracle.jsonl` as it finishes (the file rewritten atomically), and a rerun skips what is there;
+//! an oracle run stopped midway continues from its last checkpoint (ten per run).
 
 use std::path::{Path, PathBuf};
 
 use dpselft_data::{Dataset, split_held_out, write_jsonl};
-use dpselft_dp::{DpTrainer, Start, TrainData, TrainerOptions};
+use dpselft_dp::checkpoint::has_checkpoint;
+use dpselft_dp::{
+    Checkpoints, DpTrainer, Start, TrainConfig, TrainData, TrainSummary, TrainerOptions,
+};
 use dpselft_model::TrainableSpec;
 use dpselft_privacy::Stage;
 use dpselft_selft::error::io_err;
@@ -318,38 +322,44 @@ fn oracle_run(
 ) -> Result<OracleRow> {
     let name = spec.to_string().replace([',', ':', ';', '='], "_");
     let dir = bench.work.join("oracle").join(format!("{name}-lr{lr:e}"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    let ledger = dir.join("ledger.json");
-    let run_ledger = bench.work.join("run").join("ledger.json");
-    std::fs::copy(&run_ledger, &ledger).map_err(|e| io_err(&run_ledger, e))?;
-    let train_config = stage3_config(config, spec.clone(), lr);
-    let options = TrainerOptions {
-        shared_ledger: Some(ledger),
-        stage: Stage::Train,
-        prefix_cache: true,
-        stage_budget: false,
-    };
+    let mut train_config = stage3_config(config, spec.clone(), lr);
+    // An oracle run is as long as stage 3 (up to an hour here): checkpoints let a bench
+    // interrupted mid-run continue it.
+    train_config.checkpoints = Checkpoints::Auto;
     let started = std::time::Instant::now();
-    let mut trainer = DpTrainer::new_with(
-        train_config,
-        bench.paths.load_model()?,
-        TrainData::Dataset(seen),
-        Some(held_out),
-        &dir.join("train"),
-        Start::Fresh,
-        &options,
-    )?;
-    let sigma = trainer.plan().noise_multiplier;
-    let want = selection.config.noise_multiplier;
-    if (sigma - want).abs() > 1e-9 * want.max(1e-12) {
-        return Err(SelftError::Config(format!(
-            "the oracle's σ {sigma} differs from the σ {want} selection was matched to"
-        )));
-    }
-    let summary = trainer.run(progress)?;
+    // A resumed run's wall time counts this bench's part of it only.
+    let run_ledger = bench.work.join("run").join("ledger.json");
+    let (summary, wall_s) = match oracle_start(&dir, &train_config, &run_ledger)? {
+        OracleStart::Finished(summary) => {
+            let wall_s = summary.wall_s;
+            (*summary, wall_s)
+        }
+        OracleStart::Train(start) => {
+            let options = TrainerOptions {
+                shared_ledger: Some(dir.join("ledger.json")),
+                stage: Stage::Train,
+                prefix_cache: true,
+                stage_budget: false,
+            };
+            let mut trainer = DpTrainer::new_with(
+                train_config,
+                bench.paths.load_model()?,
+                TrainData::Dataset(seen),
+                Some(held_out),
+                &dir.join("train"),
+                start,
+                &options,
+            )?;
+            let sigma = trainer.plan().noise_multiplier;
+            let want = selection.config.noise_multiplier;
+            if (sigma - want).abs() > 1e-9 * want.max(1e-12) {
+                return Err(SelftError::Config(format!(
+                    "the oracle's σ {sigma} differs from the σ {want} selection was matched to"
+                )));
+            }
+            (trainer.run(progress)?, started.elapsed().as_secs_f64())
+        }
+    };
     Ok(OracleRow {
         spec: spec.clone(),
         synthetic_score,
@@ -361,8 +371,46 @@ fn oracle_run(
         held_out_loss: summary.eval.as_ref().map(|e| e.loss),
         lr: Some(lr),
         epsilon_spent: summary.epsilon.unwrap_or(f64::INFINITY),
-        wall_s: started.elapsed().as_secs_f64(),
+        wall_s,
     })
+}
+
+/// How an oracle run begins.
+enum OracleStart {
+    /// An earlier bench finished it but was stopped before recording its row.
+    Finished(Box<TrainSummary>),
+    /// Trains: from its checkpoint, or afresh.
+    Train(Start),
+}
+
+/// The oracle run folder `dir` for `config`: continued when an earlier bench left it with this
+/// very configuration (finished, or with a checkpoint), otherwise (re)created with a copy of
+/// the run's ledger (`run_ledger`) and the configuration written first.
+fn oracle_start(dir: &Path, config: &TrainConfig, run_ledger: &Path) -> Result<OracleStart> {
+    let config_path = dir.join("config.json");
+    let same = std::fs::read_to_string(&config_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
+        .is_some_and(|c| c == *config);
+    let train = dir.join("train");
+    if same {
+        if let Some(summary) = dpselft_dp::finished_summary(&train) {
+            return Ok(OracleStart::Finished(Box::new(summary)));
+        }
+        if has_checkpoint(&train) {
+            return Ok(OracleStart::Train(Start::Resume));
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let ledger = dir.join("ledger.json");
+    std::fs::copy(run_ledger, &ledger).map_err(|e| io_err(run_ledger, e))?;
+    let text = serde_json::to_string_pretty(config)
+        .map_err(|e| SelftError::Config(format!("serialising the oracle's configuration: {e}")))?;
+    write_text(&config_path, &text)?;
+    Ok(OracleStart::Train(Start::Fresh))
 }
 
 /// The variants of a TOML file: one table per variant, `[name]`, whose keys replace those of
@@ -419,6 +467,47 @@ fn json_err(e: serde_json::Error) -> SelftError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn start(dir: &Path, config: &TrainConfig, ledger: &Path) -> &'static str {
+        match oracle_start(dir, config, ledger).unwrap() {
+            OracleStart::Finished(_) => "finished",
+            OracleStart::Train(Start::Resume) => "resume",
+            OracleStart::Train(Start::Fresh) => "fresh",
+        }
+    }
+
+    /// A folder is continued only with its own configuration and a checkpoint; anything else
+    /// starts afresh from a new copy of the run's ledger.
+    #[test]
+    fn an_oracle_run_resumes_only_its_own_checkpointed_configuration() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger = tmp.path().join("ledger.json");
+        std::fs::write(&ledger, "the run's ledger").unwrap();
+        let dir = tmp.path().join("oracle/head-lr1e-2");
+        let config = TrainConfig::default();
+        assert_eq!(start(&dir, &config, &ledger), "fresh");
+        let copied = || std::fs::read_to_string(dir.join("ledger.json")).unwrap();
+        assert_eq!(copied(), "the run's ledger");
+        // Interrupted before its first checkpoint: nothing to continue from.
+        std::fs::write(dir.join("ledger.json"), "spent by the lost attempt").unwrap();
+        assert_eq!(start(&dir, &config, &ledger), "fresh");
+        assert_eq!(copied(), "the run's ledger");
+        // After a checkpoint: continued, its ledger kept.
+        let checkpoint = dpselft_dp::checkpoint::checkpoint_dir(&dir.join("train"));
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        std::fs::write(checkpoint.join("latest.json"), "{}").unwrap();
+        std::fs::write(dir.join("ledger.json"), "spent before the checkpoint").unwrap();
+        assert_eq!(start(&dir, &config, &ledger), "resume");
+        assert_eq!(copied(), "spent before the checkpoint");
+        // The same folder for another configuration is not continued.
+        let other = TrainConfig {
+            lr: config.lr * 2.0,
+            ..config.clone()
+        };
+        assert_eq!(start(&dir, &other, &ledger), "fresh");
+        assert_eq!(copied(), "the run's ledger");
+        assert!(!checkpoint.exists());
+    }
 
     #[test]
     fn variants_overlay_the_runs_select_section_and_name_what_is_wrong() {
