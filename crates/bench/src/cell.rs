@@ -372,6 +372,21 @@ fn lr_folder(lr: f64) -> String {
 const RUN_CONFIG: &str = "config.json";
 const TRAINED: &str = "trained.safetensors";
 
+/// Whether the training run in `run_dir` was started with `config` ([`write_run_config`]).
+pub(crate) fn ran_with(run_dir: &Path, config: &TrainConfig) -> bool {
+    std::fs::read_to_string(run_dir.join(RUN_CONFIG))
+        .ok()
+        .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
+        .is_some_and(|c| c == *config)
+}
+
+/// Records the configuration a training run in `run_dir` starts with, before it starts.
+pub(crate) fn write_run_config(run_dir: &Path, config: &TrainConfig) -> Result<()> {
+    let text = serde_json::to_string_pretty(config)
+        .map_err(|e| SelftError::Config(format!("serialising the run's configuration: {e}")))?;
+    crate::write_text(&run_dir.join(RUN_CONFIG), &text)
+}
+
 /// The summary of the learning-rate run in `run_dir` if an earlier attempt of the cell finished
 /// it with this very configuration. A folder left with another configuration, or finished but
 /// killed before its parameters were saved (nothing of it was used), is removed; one that was
@@ -380,11 +395,7 @@ fn finished_trial(run_dir: &Path, config: &TrainConfig) -> Result<Option<TrainSu
     if !run_dir.exists() {
         return Ok(None);
     }
-    let path = run_dir.join(RUN_CONFIG);
-    let same = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
-        .is_some_and(|c| c == *config);
+    let same = ran_with(run_dir, config);
     let finished = dpselft_dp::finished_summary(run_dir);
     match (same, finished, run_dir.join(TRAINED).exists()) {
         (true, Some(summary), true) => Ok(Some(summary)),
@@ -420,9 +431,7 @@ fn train_once(
         Start::Fresh
     };
     std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
-    let text = serde_json::to_string_pretty(&config)
-        .map_err(|e| SelftError::Config(format!("serialising the run's configuration: {e}")))?;
-    crate::write_text(&run_dir.join(RUN_CONFIG), &text)?;
+    write_run_config(run_dir, &config)?;
     let model = bench.paths.load_model()?;
     // Frozen blocks below the trainable ones run once per example (last-k, random-k, head).
     let options = TrainerOptions {

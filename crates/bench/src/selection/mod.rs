@@ -37,7 +37,7 @@ use dpselft_selft::select::CandidateResult;
 use dpselft_selft::{Progress, Result, RunConfig, Selection, SelftError};
 use serde::{Deserialize, Serialize};
 
-use crate::cell::read_selection;
+use crate::cell::{ran_with, read_selection, write_run_config};
 use crate::{read_rows, write_rows, write_text};
 
 mod report;
@@ -387,13 +387,8 @@ enum OracleStart {
 /// very configuration (finished, or with a checkpoint), otherwise (re)created with a copy of
 /// the run's ledger (`run_ledger`) and the configuration written first.
 fn oracle_start(dir: &Path, config: &TrainConfig, run_ledger: &Path) -> Result<OracleStart> {
-    let config_path = dir.join("config.json");
-    let same = std::fs::read_to_string(&config_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
-        .is_some_and(|c| c == *config);
     let train = dir.join("train");
-    if same {
+    if ran_with(dir, config) {
         if let Some(summary) = dpselft_dp::finished_summary(&train) {
             return Ok(OracleStart::Finished(Box::new(summary)));
         }
@@ -407,9 +402,7 @@ fn oracle_start(dir: &Path, config: &TrainConfig, run_ledger: &Path) -> Result<O
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let ledger = dir.join("ledger.json");
     std::fs::copy(run_ledger, &ledger).map_err(|e| io_err(run_ledger, e))?;
-    let text = serde_json::to_string_pretty(config)
-        .map_err(|e| SelftError::Config(format!("serialising the oracle's configuration: {e}")))?;
-    write_text(&config_path, &text)?;
+    write_run_config(dir, config)?;
     Ok(OracleStart::Train(Start::Fresh))
 }
 
