@@ -327,8 +327,8 @@ fn oracle_run(
     // interrupted mid-run continue it.
     train_config.checkpoints = Checkpoints::Auto;
     let started = std::time::Instant::now();
-    // A resumed run's wall time counts this bench's part of it only.
     let run_ledger = bench.work.join("run").join("ledger.json");
+    // A resumed run's wall time counts this bench's part of it only.
     let (summary, wall_s) = match oracle_start(&dir, &train_config, &run_ledger)? {
         OracleStart::Finished(summary) => {
             let wall_s = summary.wall_s;
