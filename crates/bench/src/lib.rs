@@ -12,6 +12,8 @@
 //! - [`step_cost`] — the cost of one DP step against a non-private step on the same trainable
 //!   set (`dpselft bench dp-overhead`); [`peer`] — the same steps in PyTorch and Opacus
 //!   beside it (`--peer`).
+//! - [`generation`] — tokens/s of batched, KV-cached sampling, ours and (`--peer`) Hugging
+//!   Face transformers' on the same weights (`dpselft bench generate`).
 //! - [`device_parity`] — whether a GPU computes the DP step's norms, clipped sums and updates as
 //!   the CPU does (`dpselft bench device --device cuda:N`).
 
@@ -19,6 +21,7 @@
 
 pub mod cell;
 pub mod device_parity;
+pub mod generation;
 pub mod grid;
 pub mod methods;
 pub mod peer;

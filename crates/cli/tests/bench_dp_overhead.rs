@@ -1,6 +1,6 @@
-//! `dpselft bench dp-overhead` on the built-in tiny random models: the table and the JSON
-//! report have one row per (model, trainable set) with every field filled in. No timing
-//! assertions (the numbers of a tiny model say nothing).
+//! `dpselft bench dp-overhead` and `bench generate` on the built-in tiny random models: the
+//! table and the JSON report have one row per (model, trainable set) or batch size, with every
+//! field filled in. No timing assertions (the numbers of a tiny model say nothing).
 
 use std::process::Command;
 
@@ -98,4 +98,48 @@ fn dp_overhead_on_tiny_models_reports_every_row() {
         }
         assert!(r["memory_peak_ratio"].as_f64().unwrap() > 0.0, "{r}");
     }
+}
+
+#[test]
+fn generate_on_a_tiny_decoder_reports_one_row_per_batch_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("generate.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_dpselft"))
+        .args([
+            "bench",
+            "generate",
+            "--model",
+            "tiny-llama",
+            "--batch",
+            "1,3",
+        ])
+        .args(["--prompt-len", "4", "--new-tokens", "5", "--reps", "2"])
+        .args(["--json", json_path.to_str().unwrap()])
+        .output()
+        .expect("run dpselft");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("tiny")).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(v["reps"], 2);
+    let rows = v["rows"].as_array().unwrap();
+    let batches: Vec<u64> = rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect();
+    assert_eq!(batches, [1, 3]);
+    for r in rows {
+        assert_eq!(r["new_tokens"], 5);
+        assert_eq!(r["dpselft_samples_s"].as_array().unwrap().len(), 2);
+        assert!(r["dpselft_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["pytorch_s"].is_null(), "no peer without --peer");
+    }
+
+    // An encoder cannot generate: a usage error, not a panic.
+    let out = Command::new(env!("CARGO_BIN_EXE_dpselft"))
+        .args(["bench", "generate", "--model", "tiny", "--reps", "1"])
+        .output()
+        .expect("run dpselft");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no LM head"));
 }

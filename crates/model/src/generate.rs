@@ -26,6 +26,9 @@ pub struct SampleParams {
     pub top_p: f64,
     /// Seed of the sampling RNG (ChaCha20).
     pub seed: u64,
+    /// End a row at its EOS token (else every row runs `max_new_tokens`, EOS kept: a
+    /// benchmark's fixed amount of work).
+    pub stop_at_eos: bool,
 }
 
 impl Default for SampleParams {
@@ -35,6 +38,7 @@ impl Default for SampleParams {
             temperature: 0.8,
             top_p: 0.95,
             seed: 0,
+            stop_at_eos: true,
         }
     }
 }
@@ -55,13 +59,15 @@ pub fn generate(
         temperature,
         top_p,
         seed,
+        stop_at_eos: true,
     };
     let out = generate_ids(model, &[ids], &params)?;
     decode(tokenizer, &out[0], true)
 }
 
 /// Batched sampling: continues every prompt (token ids; an empty prompt starts from BOS) and
-/// returns only the new tokens of each row, stopping a row at EOS (not included).
+/// returns only the new tokens of each row, stopping a row at EOS (not included) unless
+/// `params.stop_at_eos` is off.
 pub fn generate_ids(
     model: &Model,
     prompts: &[Vec<u32>],
@@ -104,7 +110,7 @@ pub fn generate_ids(
         for (i, row) in rows.iter().enumerate() {
             let tok = sample(row, params, &mut rng);
             if !done[i] {
-                if Some(tok) == model.special.eos {
+                if params.stop_at_eos && Some(tok) == model.special.eos {
                     done[i] = true;
                 } else {
                     out[i].push(tok);
@@ -306,6 +312,7 @@ mod tests {
                 temperature,
                 top_p,
                 seed: 0,
+                stop_at_eos: true,
             };
             for seed in 0..50 {
                 let mut a = ChaCha20Rng::seed_from_u64(seed);

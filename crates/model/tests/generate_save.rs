@@ -23,6 +23,7 @@ fn smollm2_generates_and_batches_consistently() {
         temperature: 0.0,
         top_p: 1.0,
         seed: 0,
+        stop_at_eos: true,
     };
     let both = generate_ids(&m, &[p1.clone(), p2.clone()], &params).unwrap();
     assert_eq!(both[0], generate_ids(&m, &[p1], &params).unwrap()[0]);
@@ -33,6 +34,7 @@ fn smollm2_generates_and_batches_consistently() {
         temperature: 0.8,
         top_p: 0.9,
         seed: 42,
+        stop_at_eos: true,
     };
     let p = encode(&tok, "Once upon a time", false).unwrap();
     assert_eq!(

@@ -57,6 +57,9 @@ pub enum BenchCommand {
     /// Whether a device computes what the CPU computes: per-example norms, clipped sums and
     /// three seeded DP steps on tiny random models, each compared with the CPU's (exit 1 if not).
     Device(DeviceArgs),
+    /// Tokens/s of batched, KV-cached sampling from a causal LM (`--peer`: and transformers'
+    /// `generate` on the same weights, interleaved).
+    Generate(super::bench_generate::GenerateArgs),
 }
 
 /// Arguments of `dpselft bench device`.
@@ -126,6 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         BenchCommand::Synthetic(args) => super::bench_synthetic::run(*args),
         BenchCommand::Selection(args) => super::bench_selection::run(*args),
         BenchCommand::Device(args) => device(&args),
+        BenchCommand::Generate(args) => super::bench_generate::run(args),
     }
 }
 
@@ -188,7 +192,12 @@ fn usage(msg: String) -> anyhow::Error {
     UsageError(msg).into()
 }
 
-fn load_model(id: &str, assets: Option<&Path>, device: DeviceSpec) -> anyhow::Result<Model> {
+/// A model by asset id, path, or the built-in random `tiny` / `tiny-llama`.
+pub(super) fn load_model(
+    id: &str,
+    assets: Option<&Path>,
+    device: DeviceSpec,
+) -> anyhow::Result<Model> {
     if matches!(id, "tiny" | "tiny-llama") {
         return Ok(tiny_model(id, &device.open()?)?);
     }

@@ -1,41 +1,37 @@
-//! The peer of `dpselft bench dp-overhead --peer`: PyTorch (non-private) and Opacus (DP) timing
-//! the same step on the same model folder and shapes, in a Python process of its own
-//! (`bench/peer/peer_step.py`, set up by `bench/peer/setup`), driven one step pair at a time so
-//! that its steps interleave with ours.
+//! The peers of the speed benches, each a Python process of its own set up by `bench/peer/setup`
+//! and driven one request at a time so that its runs interleave with ours:
+//! - `dpselft bench dp-overhead --peer`: PyTorch (non-private) and Opacus (DP) timing the same
+//!   step on the same model folder and shapes (`bench/peer/peer_step.py`);
+//! - `dpselft bench generate --peer`: Hugging Face transformers' `generate` on the same weights
+//!   and prompts (`bench/peer/peer_generate.py`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, bail};
+use dpselft_bench::generation::{GenSampling, GenShape};
 use dpselft_bench::peer::{PeerRep, PeerVersions};
 use dpselft_model::DeviceSpec;
 
-/// The peer script, relative to the repository root (the working directory of the bench).
+/// The step peer's script, relative to the repository root (the working directory of the bench).
 pub const PEER_SCRIPT: &str = "bench/peer/peer_step.py";
 
-/// A running peer for one row.
-pub struct Peer {
+/// The generation peer's script (`dpselft bench generate --peer`).
+pub const GENERATE_SCRIPT: &str = "bench/peer/peer_generate.py";
+
+/// A peer script running in a Python process of its own: one JSON line per answer.
+struct PeerProcess {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
-    /// What the peer runs on (torch, opacus, transformers, threads, BLAS).
-    pub versions: PeerVersions,
 }
 
-impl Peer {
-    /// Starts the peer on `model_dir` with the trainable set `spec`, on the device ours runs on
-    /// (PyTorch names devices as we do: `cpu`, `cuda:N`), and waits until it has loaded the model
-    /// and run one warm-up step of each kind.
-    pub fn start(
-        python: &Path,
-        model_dir: &Path,
-        spec: &str,
-        (batch, seq_len): (usize, usize),
-        device: DeviceSpec,
-    ) -> anyhow::Result<Self> {
-        if !Path::new(PEER_SCRIPT).is_file() {
-            bail!("--peer: no {PEER_SCRIPT} here (run the bench from the repository root)");
+impl PeerProcess {
+    /// Starts `python script args…` (the script relative to the repository root).
+    fn spawn(python: &Path, script: &str, args: &[String]) -> anyhow::Result<Self> {
+        if !Path::new(script).is_file() {
+            bail!("--peer: no {script} here (run the bench from the repository root)");
         }
         if !python.is_file() {
             bail!(
@@ -44,18 +40,8 @@ impl Peer {
             );
         }
         let mut child = Command::new(python)
-            .arg(PEER_SCRIPT)
-            .arg("--model")
-            .arg(model_dir)
-            .args(["--trainable", spec])
-            .args([
-                "--batch",
-                &batch.to_string(),
-                "--seq-len",
-                &seq_len.to_string(),
-                "--device",
-                &device.to_string(),
-            ])
+            .arg(script)
+            .args(args)
             // OpenMP's threads would otherwise spin after each of the peer's steps, taking the
             // cores from our next step (ours and theirs alternate on the same two cores).
             .env("OMP_WAIT_POLICY", "PASSIVE")
@@ -65,25 +51,14 @@ impl Peer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} {PEER_SCRIPT}", python.display()))?;
+            .with_context(|| format!("starting {} {script}", python.display()))?;
         let stdin = child.stdin.take().context("the peer's stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("the peer's stdout")?);
-        let mut peer = Self {
+        Ok(Self {
             child,
             stdin,
             stdout,
-            versions: PeerVersions::default(),
-        };
-        peer.versions = peer.read()?;
-        peer.send("warmup")?;
-        let _: serde_json::Value = peer.read()?;
-        Ok(peer)
-    }
-
-    /// One step of each kind (non-private first for an even `rep`, as ours alternate).
-    pub fn rep(&mut self, rep: usize) -> anyhow::Result<PeerRep> {
-        self.send(&format!("rep {rep}"))?;
-        self.read()
+        })
     }
 
     fn send(&mut self, line: &str) -> anyhow::Result<()> {
@@ -105,10 +80,106 @@ impl Peer {
     }
 }
 
-impl Drop for Peer {
+impl Drop for PeerProcess {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "quit");
         let _ = self.stdin.flush();
         let _ = self.child.wait();
+    }
+}
+
+/// A running step peer for one row.
+pub struct Peer {
+    process: PeerProcess,
+    /// What the peer runs on (torch, opacus, transformers, threads, BLAS).
+    pub versions: PeerVersions,
+}
+
+impl Peer {
+    /// Starts the peer on `model_dir` with the trainable set `spec`, on the device ours runs on
+    /// (PyTorch names devices as we do: `cpu`, `cuda:N`), and waits until it has loaded the model
+    /// and run one warm-up step of each kind.
+    pub fn start(
+        python: &Path,
+        model_dir: &Path,
+        spec: &str,
+        (batch, seq_len): (usize, usize),
+        device: DeviceSpec,
+    ) -> anyhow::Result<Self> {
+        let args = [
+            "--model".to_string(),
+            model_dir.display().to_string(),
+            "--trainable".into(),
+            spec.into(),
+            "--batch".into(),
+            batch.to_string(),
+            "--seq-len".into(),
+            seq_len.to_string(),
+            "--device".into(),
+            device.to_string(),
+        ];
+        let mut process = PeerProcess::spawn(python, PEER_SCRIPT, &args)?;
+        let versions = process.read()?;
+        process.send("warmup")?;
+        let _: serde_json::Value = process.read()?;
+        Ok(Self { process, versions })
+    }
+
+    /// One step of each kind (non-private first for an even `rep`, as ours alternate).
+    pub fn rep(&mut self, rep: usize) -> anyhow::Result<PeerRep> {
+        self.process.send(&format!("rep {rep}"))?;
+        self.process.read()
+    }
+}
+
+/// What the generation peer answers to one request.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+struct GenAnswer {
+    seconds: f64,
+    generated: usize,
+}
+
+/// A running generation peer (Hugging Face transformers' `generate` on a causal-LM folder).
+pub struct GenPeer {
+    process: PeerProcess,
+    /// What the peer runs on (torch, transformers, threads, BLAS).
+    pub versions: PeerVersions,
+}
+
+impl GenPeer {
+    /// Starts the peer on the causal-LM folder `model_dir` (on the CPU) and waits until it has
+    /// loaded it.
+    pub fn start(python: &Path, model_dir: &Path) -> anyhow::Result<Self> {
+        let args = ["--model".to_string(), model_dir.display().to_string()];
+        let mut process = PeerProcess::spawn(python, GENERATE_SCRIPT, &args)?;
+        let versions = process.read()?;
+        Ok(Self { process, versions })
+    }
+
+    /// Continues each prompt by exactly `shape.new_tokens` tokens; the seconds it took.
+    pub fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        shape: GenShape,
+        sampling: GenSampling,
+        seed: u64,
+    ) -> anyhow::Result<f64> {
+        let request = serde_json::json!({
+            "ids": prompts,
+            "new_tokens": shape.new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": seed,
+        });
+        self.process.send(&request.to_string())?;
+        let answer: GenAnswer = self.process.read()?;
+        if answer.generated != shape.generated() {
+            bail!(
+                "the generation peer made {} tokens where {} were asked for",
+                answer.generated,
+                shape.generated()
+            );
+        }
+        Ok(answer.seconds)
     }
 }

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod audit;
 pub mod bench;
+pub mod bench_generate;
 pub mod bench_peer;
 pub mod bench_selection;
 pub mod bench_synthetic;

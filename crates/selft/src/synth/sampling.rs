@@ -56,6 +56,7 @@ pub fn generate_texts<T: Copy>(
             temperature: sampling.temperature,
             top_p: sampling.top_p,
             seed: (rng.uniform_f64() * u64::MAX as f64) as u64,
+            stop_at_eos: true,
         };
         let generated = generate_ids(generator, &batch, &params)?;
         for ((tag, _), new) in chunk.iter().zip(generated) {
