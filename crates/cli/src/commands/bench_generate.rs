@@ -102,12 +102,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             "--prompt-len + --new-tokens must fit the model's {room} positions"
         )));
     }
-    let mut peer = match args.peer {
-        true => Some(GenPeer::start(
-            &args.peer_python,
-            &peer_folder(&model, &args.model)?,
-        )?),
-        false => None,
+    let mut peer = if args.peer {
+        let folder = peer_folder(&model, &args.model)?;
+        Some(GenPeer::start(&args.peer_python, &folder)?)
+    } else {
+        None
     };
     let sampling = GenSampling {
         temperature: args.temperature,
