@@ -8,12 +8,12 @@
 
 use std::time::Instant;
 
-use dpselft_dp::NoiseRng;
 use dpselft_model::Model;
 use dpselft_model::generate::{SampleParams, generate_ids};
 use serde::{Deserialize, Serialize};
 
 use crate::peer::{PeerVersions, Spread};
+use crate::step_cost::random_ids;
 
 /// What one row generates.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -45,15 +45,7 @@ pub struct GenSampling {
 /// `batch` prompts of `prompt_len` token ids drawn uniformly from `[5, vocab)` (clear of the
 /// special ids at the start of the vocabularies we run), reproducible from `seed`.
 pub fn random_prompts(shape: GenShape, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
-    let mut rng = NoiseRng::from_seed(seed);
-    let span = vocab.saturating_sub(5).max(1) as f64;
-    (0..shape.batch)
-        .map(|_| {
-            (0..shape.prompt_len)
-                .map(|_| 5 + (rng.uniform_f64() * span) as u32)
-                .collect()
-        })
-        .collect()
+    random_ids((shape.batch, shape.prompt_len), vocab, 5, seed)
 }
 
 /// Our side of one run: the seconds to continue `prompts` by `shape.new_tokens` each.

@@ -235,21 +235,37 @@ pub fn tiny_model(id: &str, device: &Device) -> Result<Model> {
     Ok(Model::random(cfg, 0.2, 11, DType::F32, device)?)
 }
 
+/// `batch` sequences of `len` token ids drawn uniformly from `[lowest, vocab)` (clear of the
+/// special ids below `lowest`), reproducible from `seed`.
+pub fn random_ids(
+    (batch, len): (usize, usize),
+    vocab: usize,
+    lowest: usize,
+    seed: u64,
+) -> Vec<Vec<u32>> {
+    let span = vocab.saturating_sub(lowest).max(1);
+    let mut rng = NoiseRng::from_seed(seed);
+    (0..batch)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    let k = (rng.uniform_f64() * span as f64) as usize;
+                    (lowest + k.min(span - 1)) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// B sequences of exactly L tokens (see the module documentation).
 fn inputs(model: &Model, batch: usize, seq_len: usize) -> Result<Vec<Vec<u32>>> {
     let Some(tok) = model.tokenizer.as_ref() else {
-        let vocab = model.config.vocab_size();
-        let mut rng = NoiseRng::from_seed(5);
-        return Ok((0..batch)
-            .map(|_| {
-                (0..seq_len)
-                    .map(|_| {
-                        let k = (rng.uniform_f64() * (vocab - 3) as f64) as usize;
-                        (3 + k.min(vocab - 4)) as u32
-                    })
-                    .collect()
-            })
-            .collect());
+        return Ok(random_ids(
+            (batch, seq_len),
+            model.config.vocab_size(),
+            3,
+            5,
+        ));
     };
     let stream = dpselft_model::tokenizer::encode(tok, PASSAGE, false)?;
     // Encoders: [CLS] … [SEP] as the model's own special tokens around an empty text.

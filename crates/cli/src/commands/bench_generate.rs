@@ -176,7 +176,6 @@ fn measure_row(
         ours.push(t);
         let peer_note = theirs
             .last()
-            .filter(|_| theirs.len() == ours.len())
             .map_or(String::new(), |s| format!("; transformers {s:.2} s"));
         eprintln!("{label} {}/{}: ours {t:.2} s{peer_note}", r + 1, args.reps);
     }
